@@ -1,0 +1,29 @@
+"""A Tradovate-compatible simulator for tests: REST auth, the user websocket, seeded activity
+and deterministic fault controls, built from ``tradovate-protocol.md`` (not from any client).
+
+Typical use::
+
+    async with open_simulator(SimConfig(seed=1)) as sim:
+        token = sim.issue_token()
+        stream = await sim.connector()("demo.tradovateapi.com", 443, tls=True)
+        ...
+        assert client_state == sim.truth()
+"""
+
+from ._audit import RequestRecord, SocketAudit
+from ._config import SimConfig
+from ._server import SimServer, open_simulator_server
+from ._simulator import SimConnector, Simulator, open_simulator
+from ._world import COLLECTIONS
+
+__all__ = [
+    "COLLECTIONS",
+    "RequestRecord",
+    "SimConfig",
+    "SimConnector",
+    "SimServer",
+    "Simulator",
+    "SocketAudit",
+    "open_simulator",
+    "open_simulator_server",
+]

@@ -1,0 +1,53 @@
+"""Configuration of the Tradovate-compatible simulator.
+
+Every default comes from tradovate-protocol.md §12/§13 ("Recommended defaults ... Simulator") so
+that a test which does not care about a knob gets the behaviour of the documented server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["SimConfig"]
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Knobs of one simulated Tradovate demo environment.
+
+    Secrets (``password``, ``sec``) are excluded from ``repr`` so that a config printed in a
+    test failure or a log line never leaks them.
+    """
+
+    seed: int = 0
+    username: str = "demo-user"
+    password: str = field(default="demo-password", repr=False)
+    #: When set, ``accesstokenrequest`` must carry this ``appId`` (API-key logins, §9).
+    app_id: str | None = None
+    #: When set, ``accesstokenrequest`` must carry this ``sec``.
+    sec: str | None = field(default=None, repr=False)
+    #: Token lifetime in seconds; §9/§13.1: the current partner text says 80 minutes.
+    token_lifetime: float = 80 * 60
+    #: Server ``h`` while idle (§5: "about every 2.5 seconds").
+    heartbeat_interval: float = 2.5
+    #: Close a socket that is not authorized in time (§4 ISS #23, default from §12).
+    auth_timeout: float = 10.0
+    #: Close a socket whose client went quiet (§5: undocumented; §13.3 picks 15 s).
+    client_heartbeat_timeout: float = 15.0
+    #: Seconds between generated account events; ``None`` disables the generator.
+    activity_interval: float | None = 1.0
+    #: Demo accounts owned by the user.
+    accounts: int = 2
+    #: §12: a second syncrequest is always a recorded violation; strict also closes the socket.
+    strict_second_sync: bool = False
+    #: §9: two concurrent sessions per user; a third evicts the oldest.
+    max_sessions: int = 2
+    #: Probability that one activity tick emits two mutations in a single ``a[...]`` frame
+    #: (§2: one frame can carry several messages).
+    batch_probability: float = 0.3
+    #: How long a server-initiated close waits for the client's WS close reply.
+    close_timeout: float = 5.0
+    #: Virtual wall clock at trio time "simulator start" (timestamps, ``expirationTime``).
+    epoch: str = "2026-01-05T14:30:00Z"
+    #: Largest accepted websocket message (bytes/characters), as trio-websocket counts them.
+    max_message_size: int = 2**20

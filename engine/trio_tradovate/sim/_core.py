@@ -1,0 +1,543 @@
+"""Sans-I/O core of the simulator: one :class:`SimCore` per simulated environment and one
+:class:`SimSession` per websocket.
+
+Nothing here awaits or reads a clock: callers pass ``now`` (trio time) and drain each session's
+``outbox`` of :class:`SendFrame`/:class:`CloseSocket` actions. Mutations made through one socket
+(or REST, or the activity generator) are fanned out synchronously to every synced session's
+outbox, which is what keeps "snapshot + every props event" equal to :meth:`SimCore.truth`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import deque
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+import orjson
+
+from ._audit import RequestRecord, SocketAudit
+from ._auth import AuthRegistry, Token
+from ._config import SimConfig
+from ._world import COLLECTIONS, OrderRejected, Props, WallClock, World
+
+__all__ = ["CloseSocket", "SendFrame", "SimCore", "SimSession"]
+
+logger = logging.getLogger("trio_tradovate.sim")
+
+_INVALID_TOKEN: Final = "Invalid access token"  # tradovate-protocol.md §4 (P-S2 wording)
+_BAD_LOGIN: Final = (
+    "Incorrect username or password. Please try again, noting that passwords are case-sensitive."
+)
+_ORDER_TYPES: Final = frozenset(
+    {"Market", "Limit", "Stop", "StopLimit", "TrailingStop", "TrailingStopLimit", "MIT", "QTS"}
+)
+_TYPES_BY_LOWER: Final = {singular.lower(): singular for singular in COLLECTIONS.values()}
+_MISSING: Final = object()
+
+
+@dataclass(frozen=True)
+class SendFrame:
+    """Write one SockJS-style text frame (§2); ``kind`` is its first character."""
+
+    text: str
+
+    @property
+    def kind(self) -> str:
+        return self.text[:1]
+
+
+@dataclass(frozen=True)
+class CloseSocket:
+    """Send ``c[code,"reason"]`` then close the websocket with 1000 (§12)."""
+
+    code: int
+    reason: str
+
+
+Action = SendFrame | CloseSocket
+
+
+class _BadRequest(Exception):
+    """Reply ``s:400`` with this text as ``d`` (§3: non-2xx ``d`` is a string)."""
+
+
+def _json_object(body: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(body) if body.strip() else {}
+    except orjson.JSONDecodeError as exc:
+        raise _BadRequest(f"Invalid JSON body: {exc}") from exc
+    if not isinstance(value, dict):
+        raise _BadRequest("Request body must be a JSON object")
+    return value
+
+
+class SimCore:
+    """World, tokens, live sessions and fault flags of one simulated environment."""
+
+    def __init__(self, config: SimConfig, now: float) -> None:
+        self.config = config
+        self.clock = WallClock(config.epoch, now)
+        self.world = World(
+            rng=random.Random(f"{config.seed}:world"),
+            clock=self.clock,
+            username=config.username,
+            accounts=config.accounts,
+            batch_probability=config.batch_probability,
+            now=now,
+        )
+        self.auth = AuthRegistry(
+            rng=random.Random(f"{config.seed}:tokens"),
+            lifetime=config.token_lifetime,
+            max_sessions=config.max_sessions,
+        )
+        self.sessions: list[SimSession] = []
+        self.audits: list[SocketAudit] = []
+        self.stalled = False
+        self.ignore_authorize = False
+        self.activity_paused = False
+
+    # -- sockets ------------------------------------------------------------------------------
+
+    def open_session(self, now: float) -> SimSession:
+        """Register a newly accepted websocket; queues the ``o`` frame."""
+        audit = SocketAudit(index=len(self.audits), opened_at=now)
+        self.audits.append(audit)
+        session = SimSession(self, audit, now)
+        self.sessions.append(session)
+        return session
+
+    def broadcast(self, batches: list[list[Props]], now: float) -> None:
+        """Queue each batch, in order, on every live synced session (one frame per batch)."""
+        for batch in batches:
+            for session in self.sessions:
+                session.push(batch, now)
+
+    def close_all(self, why: str, now: float, code: int = 3000, reason: str = "Go away!") -> None:
+        for session in self.sessions:
+            session.close(why, now, code=code, reason=reason)
+
+    def shutdown_all(self, now: float, reason_code: str, reason: str | None) -> None:
+        """§7: a ``shutdown`` event, then ``c[3000,"Go away!"]`` and close."""
+        payload: dict[str, Any] = {"reasonCode": reason_code}
+        if reason is not None:
+            payload["reason"] = reason
+        for session in self.sessions:
+            session.send_messages([{"e": "shutdown", "d": payload}], now)
+            session.close("shutdown", now)
+
+    def activity(self, now: float) -> None:
+        """One generator tick (skipped while paused)."""
+        if not self.activity_paused:
+            self.broadcast(self.world.activity_step(now), now)
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    def issue_token(self, now: float) -> str:
+        """A valid token in an uncounted session (never evicted, never evicts)."""
+        session_id, _ = self.auth.open_session(now, counted=False)
+        return self.auth.mint(session_id, now).value
+
+    def _token_response(self, token: Token, md_token: Token) -> dict[str, Any]:
+        return {
+            "accessToken": token.value,
+            "mdAccessToken": md_token.value,
+            "expirationTime": self.clock.iso(token.expires_at),
+            "passwordExpirationTime": (
+                self.clock.at(token.issued_at) + timedelta(days=365)
+            ).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "userStatus": "Active",
+            "userId": self.world.user_id,
+            "name": self.config.username,
+            "hasLive": False,
+        }
+
+    def _me(self) -> dict[str, Any]:
+        return {
+            "userId": self.world.user_id,
+            "name": self.config.username,
+            "fullName": "Demo User",
+            "email": f"{self.config.username}@example.invalid",
+            "emailVerified": True,
+            "isTrial": False,
+        }
+
+    # -- REST (§9) -----------------------------------------------------------------------
+
+    def handle_rest(
+        self, method: str, path: str, query: str, authorization: str | None, body: bytes, now: float
+    ) -> tuple[int, Any]:
+        """Answer one HTTP request; returns (status, JSON value or error text)."""
+        if not path.startswith("/v1/"):
+            return 404, f"Not found: {path}"
+        endpoint = path.removeprefix("/v1/")
+        lower = endpoint.lower()
+        if lower == "auth/accesstokenrequest":
+            if method != "POST":
+                return 405, "Method not allowed"
+            return self._access_token_request(body, now)
+        bearer = (authorization or "").removeprefix("Bearer ").strip()
+        token = self.auth.validate(bearer, now) if bearer else None
+        if token is None:
+            # tradovate-protocol.md §9: expired token on REST -> 401.
+            return 401, "Access is denied"
+        if lower == "auth/renewaccesstoken":
+            # §9: a renewed token extends the same session instead of opening a new one.
+            new = self.auth.mint(token.session_id, now)
+            md = self.auth.mint(token.session_id, now)
+            return 200, self._token_response(new, md)
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            return 400, "Request body is not UTF-8"
+        status, data, batches = self.handle_endpoint(endpoint, query, text, now, None)
+        self.broadcast(batches, now)
+        return status, data
+
+    def _access_token_request(self, body: bytes, now: float) -> tuple[int, Any]:
+        try:
+            request = _json_object(body.decode())
+        except (_BadRequest, UnicodeDecodeError) as exc:
+            return 400, str(exc)
+        cfg = self.config
+        ok = (
+            request.get("name") == cfg.username
+            and request.get("password") == cfg.password
+            and (cfg.app_id is None or request.get("appId") == cfg.app_id)
+            and (cfg.sec is None or request.get("sec") == cfg.sec)
+        )
+        if not ok:
+            logger.info("accesstokenrequest rejected for name=%r", request.get("name"))
+            # §9: failure is HTTP 200 with errorText.
+            return 200, {"errorText": _BAD_LOGIN}
+        session_id, evicted = self.auth.open_session(now)
+        token = self.auth.mint(session_id, now)
+        md = self.auth.mint(session_id, now)
+        if evicted:
+            logger.info("session cap reached: evicting sessions %s", evicted)
+            for session in self.sessions:
+                if session.token is not None and session.token.session_id in evicted:
+                    session.close("evicted", now)
+        return 200, self._token_response(token, md)
+
+    # -- REST-like endpoints, shared by REST and websocket (§1: WS mimics REST) -----------
+
+    def handle_endpoint(
+        self, endpoint: str, query: str, body: str, now: float, violations: list[str] | None
+    ) -> tuple[int, Any, list[list[Props]]]:
+        """Dispatch one endpoint; returns (status, d, batches to broadcast)."""
+        lower = endpoint.lower()
+        params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        try:
+            if lower == "auth/me":
+                return 200, self._me(), []
+            if lower == "order/placeorder":
+                return self._place_order(_json_object(body), now, violations)
+            if lower == "order/cancelorder":
+                return self._cancel_order(_json_object(body), now)
+            entity_name, _, operation = lower.partition("/")
+            entity_type = _TYPES_BY_LOWER.get(entity_name)
+            if entity_type is not None:
+                found = self._entity_op(entity_type, operation, params)
+                if found is not None:
+                    return found[0], found[1], []
+        except _BadRequest as exc:
+            return 400, str(exc), []
+        return 404, f"Not found: {endpoint}", []
+
+    def _entity_op(
+        self, entity_type: str, operation: str, params: dict[str, str]
+    ) -> tuple[int, Any] | None:
+        entities = self.world.entities(entity_type)
+        if operation == "list":
+            return 200, entities
+        if operation == "item":
+            wanted = self._int_param(params, "id")
+            match = next((e for e in entities if e["id"] == wanted), None)
+            return (
+                (200, match) if match is not None else (404, f"Not found: {entity_type} {wanted}")
+            )
+        if operation == "items":
+            raw = params.get("ids", "")
+            try:
+                ids = {int(part) for part in raw.split(",") if part}
+            except ValueError as exc:
+                raise _BadRequest("ids must be comma-separated integers") from exc
+            return 200, [e for e in entities if e["id"] in ids]
+        if operation == "find":
+            name = params.get("name", "")
+            match = next((e for e in entities if e.get("name") == name), None)
+            return (200, match) if match is not None else (404, f"Not found: {name}")
+        return None
+
+    @staticmethod
+    def _int_param(params: dict[str, str], key: str) -> int:
+        try:
+            return int(params[key])
+        except (KeyError, ValueError) as exc:
+            raise _BadRequest(f"{key} must be an integer") from exc
+
+    def _cancel_order(
+        self, request: dict[str, Any], now: float
+    ) -> tuple[int, Any, list[list[Props]]]:
+        order_id = request.get("orderId")
+        if not isinstance(order_id, int):
+            raise _BadRequest("orderId is required")
+        try:
+            batches = self.world.cancel_order(now, order_id)
+        except OrderRejected as exc:
+            return 200, {"failureReason": exc.reason, "failureText": exc.text}, []
+        return 200, {"commandId": order_id}, batches
+
+    def _place_order(
+        self, request: dict[str, Any], now: float, violations: list[str] | None
+    ) -> tuple[int, Any, list[list[Props]]]:
+        action = request.get("action")
+        if action not in ("Buy", "Sell"):
+            raise _BadRequest("action must be Buy or Sell")
+        qty = request.get("orderQty")
+        if not isinstance(qty, int) or isinstance(qty, bool) or qty <= 0:
+            raise _BadRequest("orderQty must be a positive integer")
+        order_type = request.get("orderType")
+        if order_type not in _ORDER_TYPES:
+            raise _BadRequest(f"orderType must be one of {sorted(_ORDER_TYPES)}")
+        if "symbol" not in request:
+            raise _BadRequest("symbol is required")
+        if request.get("isAutomated") is not True and violations is not None:
+            # tradovate-protocol.md §9: software-placed orders must send isAutomated:true.
+            violations.append("order without isAutomated")
+        account = self.world.find_account(request.get("accountId", request.get("accountSpec")))
+        if account is None:
+            return 200, {"failureReason": "UnknownReason", "failureText": "Access is denied"}, []
+        contract = self.world.find_contract(request["symbol"])
+        if contract is None:
+            text = f"Unknown symbol {request['symbol']}"
+            return 200, {"failureReason": "UnknownReason", "failureText": text}, []
+        order_id, batches = self.world.place_order(
+            now,
+            account_id=int(account["id"]),
+            action=str(action),
+            contract_id=int(contract["id"]),
+            qty=qty,
+            order_type=str(order_type),
+        )
+        return 200, {"orderId": order_id}, batches
+
+
+class SimSession:
+    """The server side of one websocket: parses requests, runs timers, queues frames."""
+
+    def __init__(self, core: SimCore, audit: SocketAudit, now: float) -> None:
+        self.core = core
+        self.audit = audit
+        self.outbox: deque[Action] = deque()
+        self.token: Token | None = None
+        self.closing = False
+        self._last_sent = now
+        self._last_received = now
+        self._seen_ids: set[int] = set()
+        self._synced = False
+        self._sub_accounts: set[int] | None = None
+        self._sub_types: set[str] | None = None
+        self._queue(SendFrame("o"), now)  # §2: first frame after the WS handshake
+
+    def __repr__(self) -> str:
+        return f"<SimSession #{self.audit.index} closing={self.closing}>"
+
+    @property
+    def authorized(self) -> bool:
+        return self.audit.authorized_at is not None
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        """When :meth:`tick` next has something to do (``inf`` while stalled or closing)."""
+        if self.closing or self.core.stalled:
+            return math.inf
+        cfg = self.core.config
+        deadlines = [
+            self._last_sent + cfg.heartbeat_interval,
+            self._last_received + cfg.client_heartbeat_timeout,
+        ]
+        if not self.authorized:
+            deadlines.append(self.audit.opened_at + cfg.auth_timeout)
+        return min(deadlines)
+
+    def tick(self, now: float) -> None:
+        """Fire due timers: auth timeout, client-heartbeat timeout, idle ``h`` (§5, §12)."""
+        if self.closing or self.core.stalled:
+            return
+        cfg = self.core.config
+        if not self.authorized and now >= self.audit.opened_at + cfg.auth_timeout:
+            self.close("auth timeout", now)
+        elif now >= self._last_received + cfg.client_heartbeat_timeout:
+            self.close("heartbeat timeout", now)
+        elif now >= self._last_sent + cfg.heartbeat_interval:
+            # §5: 'h' only while idle; any frame sent resets _last_sent.
+            self._queue(SendFrame("h"), now)
+
+    # -- outgoing -------------------------------------------------------------------------
+
+    def _queue(self, action: Action, now: float) -> None:
+        if self.closing:
+            return
+        self.outbox.append(action)
+        self._last_sent = now
+        if isinstance(action, CloseSocket):
+            self.closing = True
+
+    def send_messages(self, messages: list[dict[str, Any]], now: float) -> None:
+        """Queue one ``a[...]`` frame carrying ``messages``."""
+        self._queue(SendFrame("a" + orjson.dumps(messages).decode()), now)
+
+    def _reply(self, request_id: int, status: int, now: float, data: object = _MISSING) -> None:
+        message: dict[str, Any] = {"i": request_id, "s": status}
+        if data is not _MISSING:
+            message["d"] = data
+        self.send_messages([message], now)
+
+    def close(self, why: str, now: float, *, code: int = 3000, reason: str = "Go away!") -> None:
+        """Queue ``c[code,"reason"]`` + WS close; ``why`` goes to the audit."""
+        if self.closing:
+            return
+        logger.info("socket #%d closing: %s", self.audit.index, why)
+        self.audit.close_reason = why
+        self._queue(CloseSocket(code, reason), now)
+
+    def push(self, batch: list[Props], now: float) -> None:
+        """Queue the part of a props batch this socket subscribed to, as one frame."""
+        if not self._synced or self.closing:
+            return
+        wanted = [p.message() for p in batch if self._wants(p)]
+        if wanted:
+            self.send_messages(wanted, now)
+
+    def _wants(self, props: Props) -> bool:
+        if self._sub_types is not None and props.entity_type not in self._sub_types:
+            return False
+        if self._sub_accounts is None:
+            return True
+        account = self.core.world.account_of(props.entity_type, props.entity)
+        return account is None or account in self._sub_accounts
+
+    # -- incoming -------------------------------------------------------------------------
+
+    def finished(self, why: str, now: float) -> None:
+        """The trio layer saw the socket end; record how unless a reason is already known."""
+        if self.audit.close_reason is None:
+            self.audit.close_reason = why
+        if self.audit.closed_at is None:
+            self.audit.closed_at = now
+        self.closing = True
+        if self in self.core.sessions:
+            self.core.sessions.remove(self)
+
+    def receive(self, text: str, now: float) -> None:
+        """Process one client text message (§3 request or the ``[]`` heartbeat, §5)."""
+        if self.closing:
+            return
+        self._last_received = now
+        if text == "[]":
+            self.audit.client_heartbeats.append(now)
+            return
+        parts = text.split("\n", 3)
+        if len(parts) < 2:
+            self.audit.violations.append("malformed frame")
+            return
+        parts += [""] * (4 - len(parts))
+        endpoint, id_text, query, body = (p.strip() if i < 2 else p for i, p in enumerate(parts))
+        # §3 leniency: official samples send the text 'undefined' for empty fields.
+        query = "" if query == "undefined" else query
+        body = "" if body == "undefined" else body
+        lower = endpoint.lower()
+        try:
+            request_id: int | None = int(id_text)
+        except ValueError:
+            request_id = None
+        shown = "<redacted>" if lower == "authorize" else body
+        self.audit.requests.append(RequestRecord(now, lower, request_id, query, shown))
+        if request_id is None:
+            self.audit.violations.append("malformed request id")
+            return
+        if request_id in self._seen_ids:
+            self.audit.violations.append("duplicate request id")  # §3: unique per connection
+        self._seen_ids.add(request_id)
+        if lower == "authorize":
+            self._authorize(request_id, body, now)
+        elif not self.authorized:
+            self.audit.violations.append("request before authorize")
+            self._reply(request_id, 401, now, _INVALID_TOKEN)  # §12: same 401 as a bad token
+        elif lower == "user/syncrequest":
+            self._sync(request_id, body, now)
+        else:
+            status, data, batches = self.core.handle_endpoint(
+                endpoint, query, body, now, self.audit.violations
+            )
+            self._reply(request_id, status, now, data)
+            self.core.broadcast(batches, now)
+
+    def _authorize(self, request_id: int, body: str, now: float) -> None:
+        if self.core.ignore_authorize:
+            self.audit.auth_attempts.append((now, None))
+            return
+        value = body.strip()
+        if value.startswith('"'):  # §3 leniency: JSON-quoted token
+            try:
+                loaded = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                loaded = value
+            value = loaded if isinstance(loaded, str) else value
+        token = self.core.auth.validate(value, now)
+        if token is None:
+            self.audit.auth_attempts.append((now, 401))
+            self._reply(request_id, 401, now, _INVALID_TOKEN)  # §4 (P-S2)
+            return
+        self.audit.auth_attempts.append((now, 200))
+        self.token = token
+        if self.audit.authorized_at is None:
+            self.audit.authorized_at = now
+        self.audit.user_id = self.core.world.user_id
+        self.send_messages([{"s": 200, "i": request_id}], now)  # §4: success has no 'd'
+
+    def _sync(self, request_id: int, body: str, now: float) -> None:
+        self.audit.syncrequest_count += 1
+        if self.audit.syncrequest_count > 1:
+            # §6/§12: only one syncrequest per socket lifecycle.
+            self.audit.violations.append("second syncrequest")
+            if self.core.config.strict_second_sync:
+                self.close("second syncrequest", now)
+                return
+        try:
+            request = _json_object(body)
+            accounts, types = self._subscription(request)
+        except _BadRequest as exc:
+            self._reply(request_id, 400, now, str(exc))
+            return
+        self._sub_accounts, self._sub_types = accounts, types
+        self._synced = True
+        self._reply(request_id, 200, now, self.core.world.snapshot(accounts, types))
+
+    def _subscription(self, request: dict[str, Any]) -> tuple[set[int] | None, set[str] | None]:
+        users, accounts, types = (request.get(k) for k in ("users", "accounts", "entityTypes"))
+        for name, value in (("users", users), ("accounts", accounts)):
+            if value is not None and (
+                not isinstance(value, list) or not all(isinstance(v, int) for v in value)
+            ):
+                raise _BadRequest(f"{name} must be a list of integers")
+        if types is not None and (
+            not isinstance(types, list) or not all(isinstance(t, str) for t in types)
+        ):
+            raise _BadRequest("entityTypes must be a list of strings")
+        if users is None and accounts is None:
+            raise _BadRequest("users or accounts is required")
+        type_set = set(types) if types is not None else None
+        own = set(self.core.world.account_ids())
+        if accounts is not None:
+            return own & set(accounts), type_set
+        if users is not None and self.core.world.user_id in users:
+            return None, type_set
+        return set(), type_set

@@ -1,0 +1,334 @@
+"""The trio layer of the simulator: sockets, the activity task, fault controls.
+
+Each websocket runs a reader task (client text -> :meth:`SimSession.receive`) and a writer task
+(drains the session's outbox, sleeps until its next timer). Both live in a nursery owned by
+:meth:`Simulator.serve_stream`, which itself runs in the nursery of :func:`open_simulator` (for
+the in-process connector) or of the loopback server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+import trio
+import trio.testing
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, wrap_server_stream
+
+from ._audit import SocketAudit
+from ._config import SimConfig
+from ._core import CloseSocket, SendFrame, SimCore, SimSession
+
+__all__ = ["Simulator", "open_simulator"]
+
+logger = logging.getLogger("trio_tradovate.sim")
+
+_WS_RESOURCE = "/v1/websocket"  # tradovate-protocol.md §1
+_IO_ERRORS = (ConnectionClosed, HandshakeError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class _SimStream(trio.abc.Stream):
+    """Wraps a server-side stream: replays already-read bytes first, and while the simulator
+    is stalled discards whole writes, so the socket is silent at the TCP level (even WS pongs)
+    while staying framed correctly once the stall ends."""
+
+    def __init__(self, inner: trio.abc.Stream, core: SimCore, prefix: bytes = b"") -> None:
+        self._inner = inner
+        self._core = core
+        self._prefix = prefix
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._core.stalled:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._prefix:
+            size = len(self._prefix) if max_bytes is None else max_bytes
+            chunk, self._prefix = self._prefix[:size], self._prefix[size:]
+            await trio.lowlevel.checkpoint()
+            return chunk
+        return await self._inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@dataclass(eq=False)
+class _Conn:
+    session: SimSession
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    wake: trio.Event = field(default_factory=trio.Event)
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class SimConnector:
+    """A :class:`trio_tradovate.transport.Connector` backed by in-memory streams.
+
+    Host, port and TLS are ignored: every call is one fresh connection to the simulator.
+    """
+
+    def __init__(self, sim: Simulator) -> None:
+        self._sim = sim
+
+    def __repr__(self) -> str:
+        return "<SimConnector>"
+
+    async def __call__(self, host: str, port: int, *, tls: bool) -> trio.abc.Stream:
+        await trio.lowlevel.checkpoint()
+        if self._sim.refusing():
+            raise ConnectionRefusedError(f"simulator refuses connections to {host}:{port}")
+        client, server = trio.testing.memory_stream_pair()
+        self._sim.nursery.start_soon(self._sim.serve_stream, server)
+        return client
+
+
+class Simulator:
+    """A Tradovate-compatible demo server: REST auth, the user websocket, seeded activity."""
+
+    def __init__(self, config: SimConfig, nursery: trio.Nursery) -> None:
+        self.config = config
+        self.nursery = nursery
+        self._core = SimCore(config, trio.current_time())
+        self._conns: list[_Conn] = []
+        self._refuse_until: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<Simulator seed={self.config.seed} live={len(self._conns)}>"
+
+    # -- queries --------------------------------------------------------------------------
+
+    @property
+    def sockets(self) -> Sequence[SocketAudit]:
+        """One audit per websocket ever accepted, in order of opening."""
+        return tuple(self._core.audits)
+
+    @property
+    def user_id(self) -> int:
+        """The demo user's id (what ``{"users":[userId]}`` must name)."""
+        return self._core.world.user_id
+
+    def truth(self) -> dict[tuple[str, int], dict[str, Any]]:
+        """The server's entities keyed ``(entityType, id)`` (deep copies)."""
+        return self._core.world.truth()
+
+    def issue_token(self) -> str:
+        """Mint a valid access token without the REST login (uncounted session)."""
+        return self._core.issue_token(trio.current_time())
+
+    def connector(self) -> SimConnector:
+        """A connector whose connections are served by this simulator in memory."""
+        return SimConnector(self)
+
+    def refusing(self) -> bool:
+        """Whether new connections are currently refused."""
+        until = self._refuse_until
+        return until is not None and trio.current_time() < until
+
+    # -- fault controls -------------------------------------------------------------------
+
+    def expire_tokens(self) -> None:
+        """Every token issued so far is expired (authorize and REST answer 401)."""
+        self._core.auth.expire_all()
+
+    async def drop_connections(self) -> None:
+        """Abrupt TCP drop: close server streams, no ``c`` frame, no WS close."""
+        conns = list(self._conns)
+        for conn in conns:
+            conn.session.finished("dropped", trio.current_time())
+            conn.cancel_scope.cancel()
+        for conn in conns:
+            await conn.done.wait()
+
+    def stall(self, on: bool = True) -> None:
+        """Half-open silence: while on, every socket writes nothing at all (it still reads)."""
+        self._core.stalled = on
+        self._kick()
+
+    async def close_connections(self, code: int = 3000, reason: str = "Go away!") -> None:
+        """Send ``c[code,"reason"]`` then WS close 1000 on every live socket; wait for them."""
+        self._core.close_all("close frame", trio.current_time(), code=code, reason=reason)
+        await self._kick_and_wait()
+
+    async def shutdown(self, reason_code: str = "Maintenance", reason: str | None = None) -> None:
+        """§7: ``shutdown`` event, then close; waits until the sockets are gone."""
+        self._core.shutdown_all(trio.current_time(), reason_code, reason)
+        await self._kick_and_wait()
+
+    def refuse_connections(self, until: float | None) -> None:
+        """Refuse new connections until trio time ``until`` (``None`` stops refusing)."""
+        self._refuse_until = until
+
+    def ignore_authorize(self, on: bool = True) -> None:
+        """While on, ``authorize`` requests are never answered."""
+        self._core.ignore_authorize = on
+
+    def pause_activity(self) -> None:
+        """Stop generating account events (mutations through requests still happen)."""
+        self._core.activity_paused = True
+
+    def resume_activity(self) -> None:
+        """Resume the activity generator at its next tick."""
+        self._core.activity_paused = False
+
+    def _kick(self) -> None:
+        for conn in self._conns:
+            conn.wake.set()
+
+    async def _kick_and_wait(self) -> None:
+        conns = list(self._conns)
+        self._kick()
+        for conn in conns:
+            await conn.done.wait()
+
+    # -- REST -----------------------------------------------------------------------------
+
+    def rest_transport(self) -> httpx.AsyncBaseTransport:
+        """An in-process transport for ``httpx.AsyncClient(transport=...)``."""
+        return httpx.MockTransport(self.handle_http)
+
+    async def handle_http(self, request: httpx.Request) -> httpx.Response:
+        """Answer one REST request (used by both the mock transport and the TCP server)."""
+        await trio.lowlevel.checkpoint()
+        body = await request.aread()
+        status, data = self._core.handle_rest(
+            request.method,
+            request.url.path,
+            request.url.query.decode(),
+            request.headers.get("authorization"),
+            body,
+            trio.current_time(),
+        )
+        self._kick()
+        logger.debug("REST %s %s -> %d", request.method, request.url.path, status)
+        if isinstance(data, str) and status != 200:
+            return httpx.Response(status, text=data)
+        return httpx.Response(
+            status, content=orjson.dumps(data), headers={"content-type": "application/json"}
+        )
+
+    # -- websocket ------------------------------------------------------------------------
+
+    async def serve_stream(self, stream: trio.abc.Stream, prefix: bytes = b"") -> None:
+        """Serve one websocket over ``stream`` (handshake included); never raises.
+
+        ``prefix`` holds bytes a caller already read off the stream (the HTTP request head
+        when REST and websocket share one port). The stream is closed on return.
+        """
+        try:
+            await self._serve(_SimStream(stream, self._core, prefix))
+        except _IO_ERRORS as exc:
+            logger.debug("websocket ended: %r", exc)
+        except Exception:
+            # An exception escaping would crash the owning nursery (trio-stack-notes §4).
+            logger.exception("simulator websocket handler failed")
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _serve(self, stream: trio.abc.Stream) -> None:
+        async with trio.open_nursery() as nursery:
+            request = await wrap_server_stream(
+                nursery, stream, max_message_size=self.config.max_message_size
+            )
+            if request.path != _WS_RESOURCE:
+                logger.info("rejecting websocket resource %r", request.path)
+                await request.reject(404, body=b"Not found")
+                nursery.cancel_scope.cancel()
+                return
+            ws = await request.accept()
+            session = self._core.open_session(trio.current_time())
+            conn = _Conn(session)
+            self._conns.append(conn)
+            try:
+                with conn.cancel_scope:
+                    async with trio.open_nursery() as tasks:
+                        tasks.start_soon(self._reader, conn, ws, tasks.cancel_scope)
+                        tasks.start_soon(self._writer, conn, ws, tasks.cancel_scope)
+            finally:
+                session.finished("simulator stopped", trio.current_time())
+                self._conns.remove(conn)
+                conn.done.set()
+                nursery.cancel_scope.cancel()
+
+    async def _reader(self, conn: _Conn, ws: WebSocketConnection, scope: trio.CancelScope) -> None:
+        session = conn.session
+        try:
+            while True:
+                message = await ws.get_message()
+                if isinstance(message, bytes):
+                    session.audit.violations.append("binary frame")
+                    message = message.decode("utf-8", errors="replace")
+                session.receive(message, trio.current_time())
+                self._kick()
+        except ConnectionClosed as exc:
+            code = exc.reason.code if exc.reason is not None else 1006
+            why = "client dropped" if code == 1006 else "client closed"
+            session.finished(why, trio.current_time())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            session.finished("client dropped", trio.current_time())
+        scope.cancel()
+
+    async def _writer(self, conn: _Conn, ws: WebSocketConnection, scope: trio.CancelScope) -> None:
+        session = conn.session
+        audit = session.audit
+        try:
+            while True:
+                while session.outbox:
+                    action = session.outbox.popleft()
+                    if isinstance(action, SendFrame):
+                        if not self._core.stalled:
+                            await ws.send_message(action.text)
+                            audit.frames_sent[action.kind] += 1
+                        continue
+                    await self._close(ws, action, audit)
+                    session.finished("close frame", trio.current_time())
+                    scope.cancel()
+                    return
+                with trio.move_on_at(session.next_deadline()):
+                    await conn.wake.wait()
+                conn.wake = trio.Event()
+                session.tick(trio.current_time())
+        except _IO_ERRORS:
+            session.finished("client dropped", trio.current_time())
+            scope.cancel()
+
+    async def _close(
+        self, ws: WebSocketConnection, action: CloseSocket, audit: SocketAudit
+    ) -> None:
+        if not self._core.stalled:
+            await ws.send_message("c" + orjson.dumps([action.code, action.reason]).decode())
+            audit.frames_sent["c"] += 1
+        with trio.move_on_after(self.config.close_timeout):
+            await ws.aclose(1000)
+
+    async def _activity(self) -> None:
+        interval = self.config.activity_interval
+        if interval is None:
+            return
+        next_at = trio.current_time() + interval
+        while True:
+            await trio.sleep_until(next_at)
+            next_at += interval
+            self._core.activity(trio.current_time())
+            self._kick()
+
+
+@asynccontextmanager
+async def open_simulator(config: SimConfig | None = None) -> AsyncIterator[Simulator]:
+    """Run a simulator for the duration of the block; all its tasks are cancelled on exit."""
+    async with trio.open_nursery() as nursery:
+        sim = Simulator(config or SimConfig(), nursery)
+        nursery.start_soon(sim._activity)
+        try:
+            yield sim
+        finally:
+            nursery.cancel_scope.cancel()

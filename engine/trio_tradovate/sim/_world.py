@@ -1,0 +1,502 @@
+"""The simulated server's entity store and its seeded activity generator (sans-I/O).
+
+All state changes happen here, synchronously, and come back as *batches* of ``props`` events
+(one batch = one ``a[...]`` frame, §2). The caller fans batches out to synced sockets, so a
+client that applied the snapshot and every batch holds exactly :meth:`World.truth`.
+
+Determinism: the only randomness is the ``random.Random`` handed in, and the only time is the
+``now`` argument, so the same seed and the same call sequence give the same entities.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+__all__ = ["COLLECTIONS", "Props", "WallClock", "World"]
+
+Entity = dict[str, Any]
+
+#: Plural sync collection name -> singular ``entityType`` (tradovate-protocol.md §6, OAS).
+COLLECTIONS: dict[str, str] = {
+    "users": "user",
+    "userProperties": "userProperty",
+    "properties": "property",
+    "accounts": "account",
+    "accountRiskStatuses": "accountRiskStatus",
+    "marginSnapshots": "marginSnapshot",
+    "userAccountAutoLiqs": "userAccountAutoLiq",
+    "cashBalances": "cashBalance",
+    "currencies": "currency",
+    "positions": "position",
+    "fillPairs": "fillPair",
+    "orders": "order",
+    "contracts": "contract",
+    "contractMaturities": "contractMaturity",
+    "products": "product",
+    "exchanges": "exchange",
+    "spreadDefinitions": "spreadDefinition",
+    "commands": "command",
+    "commandReports": "commandReport",
+    "executionReports": "executionReport",
+    "orderVersions": "orderVersion",
+    "fills": "fill",
+    "fillFees": "fillFee",
+    "orderStrategies": "orderStrategy",
+    "orderStrategyLinks": "orderStrategyLink",
+    "userPlugins": "userPlugin",
+    "contractGroups": "contractGroup",
+    "orderStrategyTypes": "orderStrategyType",
+}
+_SINGULAR_TO_PLURAL = {singular: plural for plural, singular in COLLECTIONS.items()}
+
+# (product, description, value per point, reference price, exchange id)
+_PRODUCTS: tuple[tuple[str, str, float, float, int], ...] = (
+    ("MES", "Micro E-mini S&P 500", 5.0, 6900.0, 1),
+    ("ES", "E-mini S&P 500", 50.0, 6900.0, 1),
+    ("NQ", "E-mini Nasdaq-100", 20.0, 25000.0, 1),
+)
+_TICK = 0.25
+
+
+class WallClock:
+    """Maps trio time to the simulated UTC wall clock: ``epoch + (now - start)``.
+
+    Using a fixed epoch (not the host clock) keeps timestamps reproducible under MockClock.
+    """
+
+    def __init__(self, epoch: str, start: float) -> None:
+        self._epoch = datetime.fromisoformat(epoch.replace("Z", "+00:00")).astimezone(UTC)
+        self._start = start
+
+    def at(self, now: float) -> datetime:
+        """The simulated wall time at trio time ``now``."""
+        return self._epoch + timedelta(seconds=now - self._start)
+
+    def iso(self, now: float) -> str:
+        """ISO-8601 UTC with milliseconds and ``Z``, as Tradovate formats timestamps."""
+        return (
+            self.at(now).strftime("%Y-%m-%dT%H:%M:%S.") + f"{self.at(now).microsecond // 1000:03d}Z"
+        )
+
+    def trade_date(self, now: float) -> dict[str, int]:
+        """Tradovate's ``tradeDate`` object (CME session roll-over is not modelled)."""
+        day = self.at(now).date()
+        return {"year": day.year, "month": day.month, "day": day.day}
+
+
+@dataclass(frozen=True)
+class Props:
+    """One ``props`` event (§6): ``entity`` is a private copy frozen at emission time."""
+
+    entity_type: str
+    event_type: str
+    entity: Entity
+
+    def message(self) -> dict[str, Any]:
+        """The event object as it appears inside an ``a[...]`` frame."""
+        return {
+            "e": "props",
+            "d": {
+                "entityType": self.entity_type,
+                "eventType": self.event_type,
+                "entity": self.entity,
+            },
+        }
+
+
+class OrderRejected(Exception):
+    """A business failure reported as ``s:200`` with ``failureReason``/``failureText`` (§3)."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(text)
+        self.reason = reason
+        self.text = text
+
+
+class World:
+    """Entities of one demo user, keyed by singular entity type then id."""
+
+    def __init__(
+        self,
+        *,
+        rng: random.Random,
+        clock: WallClock,
+        username: str,
+        accounts: int,
+        batch_probability: float,
+        now: float,
+    ) -> None:
+        self._rng = rng
+        self._batch_probability = batch_probability
+        self._clock = clock
+        self._store: dict[str, dict[int, Entity]] = {t: {} for t in COLLECTIONS.values()}
+        self._next_id: dict[str, int] = {}
+        self._prices: dict[int, float] = {}
+        self._value_per_point: dict[int, float] = {}
+        self.user_id = rng.randrange(1_000_000, 3_000_000)
+        self._seed_entities(username, accounts, now)
+
+    # -- queries --------------------------------------------------------------------------
+
+    def truth(self) -> dict[tuple[str, int], Entity]:
+        """Deep copy of every entity, keyed ``(entityType, id)``."""
+        return {
+            (etype, eid): copy.deepcopy(entity)
+            for etype, entities in self._store.items()
+            for eid, entity in entities.items()
+        }
+
+    def get(self, entity_type: str, entity_id: int) -> Entity | None:
+        """One entity (a copy) or ``None``."""
+        entity = self._store.get(entity_type, {}).get(entity_id)
+        return copy.deepcopy(entity) if entity is not None else None
+
+    def entities(self, entity_type: str) -> list[Entity]:
+        """All entities of a type (copies), ordered by id."""
+        store = self._store.get(entity_type, {})
+        return [copy.deepcopy(store[k]) for k in sorted(store)]
+
+    def account_ids(self) -> list[int]:
+        """Ids of the user's accounts, in creation order."""
+        return sorted(self._store["account"])
+
+    def account_of(self, entity_type: str, entity: Entity) -> int | None:
+        """The account an entity belongs to, for ``accounts`` sync filtering (§6).
+
+        Fills carry no ``accountId`` in Tradovate's schema, so they inherit their order's.
+        Entities that belong to no account (contracts, products, the user) return ``None``.
+        """
+        if "accountId" in entity:
+            return int(entity["accountId"])
+        if entity_type == "fill":
+            order = self._store["order"].get(int(entity["orderId"]))
+            return int(order["accountId"]) if order is not None else None
+        return None
+
+    def snapshot(
+        self, accounts: set[int] | None, entity_types: set[str] | None
+    ) -> dict[str, list[Entity]]:
+        """The ``user/syncrequest`` payload: every collection, filtered (§6)."""
+        result: dict[str, list[Entity]] = {}
+        for plural, singular in COLLECTIONS.items():
+            if entity_types is not None and singular not in entity_types:
+                result[plural] = []
+                continue
+            items = self.entities(singular)
+            if accounts is not None:
+                items = [
+                    e
+                    for e in items
+                    if (acc := self.account_of(singular, e)) is None or acc in accounts
+                ]
+            result[plural] = items
+        return result
+
+    def find_contract(self, symbol: object) -> Entity | None:
+        """A contract by name (case-insensitive) or id, as ``order/placeorder`` accepts both."""
+        for contract in self._store["contract"].values():
+            if (isinstance(symbol, int) and contract["id"] == symbol) or (
+                isinstance(symbol, str) and contract["name"].lower() == symbol.lower()
+            ):
+                return copy.deepcopy(contract)
+        return None
+
+    def find_account(self, spec: object) -> Entity | None:
+        """An account by id or by name (``accountSpec``)."""
+        for account in self._store["account"].values():
+            if account["id"] == spec or account["name"] == spec:
+                return copy.deepcopy(account)
+        return None
+
+    # -- mutations --------------------------------------------------------------------------
+
+    def place_order(
+        self,
+        now: float,
+        *,
+        account_id: int,
+        action: str,
+        contract_id: int,
+        qty: int,
+        order_type: str,
+    ) -> tuple[int, list[list[Props]]]:
+        """Create an order; a ``Market`` order fills at once (a second batch).
+
+        Returns the new order id and the batches to broadcast.
+        """
+        order = self._new(
+            "order",
+            now,
+            accountId=account_id,
+            contractId=contract_id,
+            action=action,
+            ordStatus="Working",
+            admin=False,
+            archived=False,
+            external=False,
+            orderQty=qty,
+            orderType=order_type,
+        )
+        batches = [[Props("order", "Created", copy.deepcopy(order))]]
+        if order_type == "Market":
+            batches.append(self._fill(now, order["id"]))
+        return int(order["id"]), batches
+
+    def cancel_order(self, now: float, order_id: int) -> list[list[Props]]:
+        """Cancel a working order; raises :class:`OrderRejected` if it is not working."""
+        order = self._store["order"].get(order_id)
+        if order is None or order["ordStatus"] != "Working":
+            raise OrderRejected("UnknownReason", f"Order {order_id} is not working")
+        order.update(ordStatus="Canceled", timestamp=self._clock.iso(now))
+        return [[Props("order", "Updated", copy.deepcopy(order))]]
+
+    def activity_step(self, now: float) -> list[list[Props]]:
+        """One tick of the seeded generator: one batch, sometimes with two mutations."""
+        count = 2 if self._rng.random() < self._batch_probability else 1
+        batch: list[Props] = []
+        for _ in range(count):
+            batch.extend(self._random_mutation(now))
+        return [batch]
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _random_mutation(self, now: float) -> list[Props]:
+        for contract_id in sorted(self._prices):
+            self._prices[contract_id] += self._rng.choice((-2, -1, 0, 1, 2)) * _TICK
+        working = sorted(i for i, o in self._store["order"].items() if o["ordStatus"] == "Working")
+        roll = self._rng.random()
+        if not working or roll < 0.4:
+            account_id = self._rng.choice(self.account_ids())
+            contract_id = self._rng.choice(sorted(self._store["contract"]))
+            _, batches = self.place_order(
+                now,
+                account_id=account_id,
+                action=self._rng.choice(("Buy", "Sell")),
+                contract_id=contract_id,
+                qty=self._rng.randint(1, 3),
+                order_type="Limit",
+            )
+            return [p for b in batches for p in b]
+        order_id = self._rng.choice(working)
+        if roll < 0.8:
+            return self._fill(now, order_id)
+        return self.cancel_order(now, order_id)[0]
+
+    def _fill(self, now: float, order_id: int) -> list[Props]:
+        order = self._store["order"][order_id]
+        contract_id = int(order["contractId"])
+        account_id = int(order["accountId"])
+        qty = int(order["orderQty"])
+        price = self._prices[contract_id]
+        order.update(ordStatus="Filled", timestamp=self._clock.iso(now))
+        out = [Props("order", "Updated", copy.deepcopy(order))]
+        fill = self._new(
+            "fill",
+            now,
+            orderId=order_id,
+            contractId=contract_id,
+            tradeDate=self._clock.trade_date(now),
+            action=order["action"],
+            qty=qty,
+            price=price,
+            active=True,
+            finallyPaired=0,
+        )
+        out.append(Props("fill", "Created", copy.deepcopy(fill)))
+        position, created, pnl = self._apply_to_position(
+            now, account_id, contract_id, order["action"], qty, price
+        )
+        out.append(Props("position", "Created" if created else "Updated", copy.deepcopy(position)))
+        balance = next(
+            b for b in self._store["cashBalance"].values() if b["accountId"] == account_id
+        )
+        balance.update(
+            amount=round(balance["amount"] + pnl, 2),
+            realizedPnL=round(balance["realizedPnL"] + pnl, 2),
+            weekRealizedPnL=round(balance["weekRealizedPnL"] + pnl, 2),
+            timestamp=self._clock.iso(now),
+        )
+        out.append(Props("cashBalance", "Updated", copy.deepcopy(balance)))
+        return out
+
+    def _apply_to_position(
+        self, now: float, account_id: int, contract_id: int, action: str, qty: int, price: float
+    ) -> tuple[Entity, bool, float]:
+        """Average-price position keeping; returns (position, created?, realized PnL)."""
+        position = next(
+            (
+                p
+                for p in self._store["position"].values()
+                if p["accountId"] == account_id and p["contractId"] == contract_id
+            ),
+            None,
+        )
+        created = position is None
+        if position is None:
+            position = self._new(
+                "position",
+                now,
+                accountId=account_id,
+                contractId=contract_id,
+                tradeDate=self._clock.trade_date(now),
+                netPos=0,
+                netPrice=None,
+                bought=0,
+                boughtValue=0.0,
+                sold=0,
+                soldValue=0.0,
+                prevPos=0,
+                prevPrice=None,
+            )
+        side = 1 if action == "Buy" else -1
+        net = int(position["netPos"])
+        net_price = position["netPrice"]
+        pnl = 0.0
+        if net == 0 or (net > 0) == (side > 0):
+            held = abs(net) * (net_price or 0.0)
+            net_price = (held + qty * price) / (abs(net) + qty)
+        else:
+            closing = min(qty, abs(net))
+            direction = 1 if net > 0 else -1
+            pnl = closing * (price - float(net_price or 0.0)) * direction
+            pnl *= self._value_per_point[contract_id]
+            if qty > abs(net):
+                net_price = price
+        net += side * qty
+        if net == 0:
+            net_price = None
+        if side > 0:
+            position.update(
+                bought=position["bought"] + qty,
+                boughtValue=round(position["boughtValue"] + qty * price, 2),
+            )
+        else:
+            position.update(
+                sold=position["sold"] + qty, soldValue=round(position["soldValue"] + qty * price, 2)
+            )
+        position.update(
+            netPos=net,
+            netPrice=round(net_price, 6) if net_price is not None else None,
+            timestamp=self._clock.iso(now),
+            tradeDate=self._clock.trade_date(now),
+        )
+        return position, created, round(pnl, 2)
+
+    def _new(self, entity_type: str, now: float, **fields: Any) -> Entity:
+        entity_id = self._next_id.setdefault(
+            entity_type, self._rng.randrange(10_000, 90_000) * 1000
+        )
+        self._next_id[entity_type] = entity_id + 1
+        entity: Entity = {"id": entity_id, "timestamp": self._clock.iso(now), **fields}
+        self._store[entity_type][entity_id] = entity
+        return entity
+
+    def _seed_entities(self, username: str, accounts: int, now: float) -> None:
+        self._store["user"][self.user_id] = {
+            "id": self.user_id,
+            "name": username,
+            "timestamp": self._clock.iso(now),
+            "email": f"{username}@example.invalid",
+            "status": "Active",
+            "professional": False,
+            "organizationId": None,
+            "twoFactorAuth": False,
+        }
+        self._store["currency"][1] = {"id": 1, "name": "USD", "symbol": "$"}
+        self._store["exchange"][1] = {"id": 1, "name": "CME"}
+        group = self._new("contractGroup", now, name="Equity Index")
+        group.pop("timestamp")
+        for name, description, value, reference, exchange_id in _PRODUCTS:
+            product = self._new(
+                "product",
+                now,
+                name=name,
+                currencyId=1,
+                productType="Futures",
+                description=description,
+                exchangeId=exchange_id,
+                contractGroupId=group["id"],
+                status="Verified",
+                months="HMUZ",
+                valuePerPoint=value,
+                tickSize=_TICK,
+                priceFormatType="Decimal",
+                priceFormat=-2,
+                isSecured=False,
+            )
+            maturity = self._new(
+                "contractMaturity",
+                now,
+                productId=product["id"],
+                expirationMonth=202612,
+                expirationDate="2026-12-18T14:30:00.000Z",
+                archived=False,
+                seqNo=1,
+                isFront=True,
+            )
+            contract = self._new(
+                "contract",
+                now,
+                name=f"{name}Z6",
+                contractMaturityId=maturity["id"],
+                status="DefinitionChecked",
+                providerTickSize=_TICK,
+            )
+            for entity in (product, maturity, contract):
+                entity.pop("timestamp")
+            self._prices[int(contract["id"])] = reference
+            self._value_per_point[int(contract["id"])] = value
+        for _ in range(accounts):
+            account = self._new(
+                "account",
+                now,
+                name=f"DEMO{self._rng.randrange(10_000, 99_999)}",
+                userId=self.user_id,
+                accountType="Customer",
+                active=True,
+                clearingHouseId=2,
+                riskCategoryId=2,
+                autoLiqProfileId=2,
+                marginAccountType="Speculator",
+                legalStatus="Individual",
+                archived=False,
+            )
+            self._new(
+                "cashBalance",
+                now,
+                accountId=account["id"],
+                tradeDate=self._clock.trade_date(now),
+                currencyId=1,
+                amount=50_000.0,
+                realizedPnL=0.0,
+                weekRealizedPnL=0.0,
+                amountSOD=50_000.0,
+            )
+        # A little history so a fresh snapshot is not empty: one filled and one working order.
+        first = self.account_ids()[0]
+        contract_ids = sorted(self._store["contract"])
+        self.place_order(
+            now,
+            account_id=first,
+            action="Buy",
+            contract_id=contract_ids[0],
+            qty=1,
+            order_type="Market",
+        )
+        self.place_order(
+            now,
+            account_id=first,
+            action="Sell",
+            contract_id=contract_ids[0],
+            qty=1,
+            order_type="Limit",
+        )
+
+
+def plural_of(entity_type: str) -> str:
+    """The sync collection name of a singular entity type (``KeyError`` if unknown)."""
+    return _SINGULAR_TO_PLURAL[entity_type]
