@@ -10,6 +10,7 @@ close or a drop, and lets TLS and DNS failures surface as themselves instead of 
 
 from __future__ import annotations
 
+import ssl
 from typing import Protocol
 
 import trio
@@ -23,3 +24,27 @@ class Connector(Protocol):
     """
 
     async def __call__(self, host: str, port: int, *, tls: bool) -> trio.abc.Stream: ...
+
+
+class TcpConnector:
+    """The real network: ``trio.open_tcp_stream``, then TLS with an explicit handshake.
+
+    The handshake is done here, not lazily on first write, so a certificate or protocol failure
+    is raised as ``ssl.SSLError`` while connecting instead of as a later, vaguer error.
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl_context = ssl_context
+
+    async def __call__(self, host: str, port: int, *, tls: bool) -> trio.abc.Stream:
+        stream = await trio.open_tcp_stream(host, port)
+        if not tls:
+            return stream
+        context = self._ssl_context or ssl.create_default_context()
+        secure = trio.SSLStream(stream, context, server_hostname=host, https_compatible=True)
+        try:
+            await secure.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return secure

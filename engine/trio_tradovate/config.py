@@ -1,0 +1,183 @@
+"""Engine configuration: every knob with its default, validated before anything runs.
+
+Defaults follow tradovate-protocol.md §12 ("Recommended defaults"); where sources disagree the
+value is a field, so a user can follow whichever source turns out right.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from .errors import ConfigError
+from .transport import Connector
+
+#: REST bases (tradovate-protocol.md §1). The websocket URL is the REST base with ``wss:`` and
+#: ``/websocket`` appended, exactly as the official C# client builds it.
+ENVIRONMENTS: dict[str, str] = {
+    "demo": "https://demo.tradovateapi.com/v1",
+    "live": "https://live.tradovateapi.com/v1",
+}
+
+MAX_HEARTBEAT_INTERVAL = 30.0  # Stage 2: "Heartbeat: Send heartbeats every 30 seconds" at most
+
+
+def websocket_url_for(rest_url: str) -> str:
+    """``https://host/v1`` -> ``wss://host/v1/websocket`` (and ``http`` -> ``ws``)."""
+    parts = urlsplit(rest_url)
+    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme)
+    if scheme is None or not parts.hostname:
+        raise ConfigError(f"rest_url must be an http(s) URL like {ENVIRONMENTS['demo']!r}")
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/websocket"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What ``POST /auth/accesstokenrequest`` needs (tradovate-protocol.md §9).
+
+    ``password`` and ``sec`` never appear in ``repr``.
+    """
+
+    username: str
+    password: str = field(repr=False)
+    app_id: str | None = None
+    app_version: str = "1.0"
+    cid: int | str | None = None
+    sec: str | None = field(default=None, repr=False)
+    device_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.username:
+            raise ConfigError("Credentials.username is empty: set TRADOVATE_USERNAME")
+        if not self.password:
+            raise ConfigError("Credentials.password is empty: set TRADOVATE_PASSWORD")
+
+    def request_body(self) -> dict[str, Any]:
+        """The JSON body of the token request; optional fields only when set."""
+        body: dict[str, Any] = {"name": self.username, "password": self.password}
+        optional = {
+            "appId": self.app_id,
+            "appVersion": self.app_version,
+            "cid": self.cid,
+            "sec": self.sec,
+            "deviceId": self.device_id,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return body
+
+
+@dataclass(frozen=True)
+class BackoffPolicy:
+    """Exponential backoff with full jitter, a cap, and a reset only after a stable period.
+
+    Attempt ``n`` (0-based, counted since the last stable connection) waits a uniformly random
+    time in ``[0, min(cap, initial * factor**n)]``, so the first retry comes within ``initial``
+    seconds and a fleet of clients never retries in lockstep. The counter resets only after a
+    connection stayed live for ``stable_after`` seconds, so a server that accepts and then drops
+    every socket still sees growing delays, not a storm (tradovate/api #20).
+    ``retry_budget`` (``None`` = retry forever) bounds consecutive failed attempts; when it runs
+    out the engine stops with the reason, never silently.
+    """
+
+    initial: float = 1.0
+    factor: float = 2.0
+    cap: float = 30.0
+    stable_after: float = 60.0
+    retry_budget: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.initial > 0 and math.isfinite(self.initial)):
+            raise ConfigError(f"BackoffPolicy.initial must be > 0 s, got {self.initial!r}")
+        if self.factor < 1:
+            raise ConfigError(f"BackoffPolicy.factor must be >= 1, got {self.factor!r}")
+        if self.cap < self.initial:
+            raise ConfigError(f"BackoffPolicy.cap ({self.cap}) must be >= initial ({self.initial})")
+        if self.stable_after < 0:
+            raise ConfigError("BackoffPolicy.stable_after must be >= 0 s")
+        if self.retry_budget is not None and self.retry_budget < 1:
+            raise ConfigError("BackoffPolicy.retry_budget must be >= 1 or None (retry forever)")
+
+    def ceiling(self, attempt: int) -> float:
+        """The largest delay attempt ``attempt`` may wait."""
+        return min(self.cap, self.initial * self.factor ** min(attempt, 64))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything :func:`trio_tradovate.open_engine` needs.
+
+    Give either ``credentials`` (the engine logs in over REST and renews) or ``access_token``
+    (the engine uses it as is; when the server rejects it the engine stops, since it cannot get
+    another). ``user_id`` is learnt from the token response or ``GET /auth/me`` when not given.
+    """
+
+    rest_url: str = ENVIRONMENTS["demo"]
+    ws_url: str | None = None
+    credentials: Credentials | None = None
+    access_token: str | None = field(default=None, repr=False)
+    user_id: int | None = None
+    #: Body of the one ``user/syncrequest`` per socket; default ``{"users": [user_id]}`` (§6).
+    sync_body: Mapping[str, Any] | None = None
+    heartbeat_interval: float = 2.5
+    server_silence_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    auth_timeout: float = 10.0
+    sync_timeout: float = 60.0
+    request_timeout: float = 10.0
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    #: Sync snapshots of large accounts are many MB: trio-websocket's 1 MiB default is too small.
+    max_message_size: int = 64 * 1024 * 1024
+    #: trio-websocket's queue of 1 and 4 KiB reads cap throughput (reliability notes §2.3).
+    message_queue_size: int = 64
+    receive_buffer_size: int = 64 * 1024
+    #: Capacity of the consumer channel of :meth:`Engine.events`.
+    event_buffer: int = 1024
+    #: Renew or re-login this long before ``expirationTime`` when (re)connecting.
+    token_refresh_margin: float = 15 * 60
+    #: Seed of the backoff jitter (``None``: from the OS). Tests pass one for reproducibility.
+    seed: int | None = None
+    connector: Connector | None = field(default=None, repr=False, compare=False)
+    http_transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.credentials is None and not self.access_token:
+            raise ConfigError(
+                "no way to authenticate: give credentials=Credentials(...) or access_token=..."
+            )
+        websocket_url_for(self.rest_url)  # validates rest_url
+        if self.ws_url is not None:
+            parts = urlsplit(self.ws_url)
+            if parts.scheme not in ("ws", "wss") or not parts.hostname:
+                raise ConfigError(f"ws_url must be a ws:// or wss:// URL, got {self.ws_url!r}")
+        if not 0 < self.heartbeat_interval <= MAX_HEARTBEAT_INTERVAL:
+            raise ConfigError(
+                f"heartbeat_interval must be in (0, {MAX_HEARTBEAT_INTERVAL:g}] s, "
+                f"got {self.heartbeat_interval!r}; Tradovate expects 2.5"
+            )
+        for name in (
+            "server_silence_timeout",
+            "connect_timeout",
+            "auth_timeout",
+            "sync_timeout",
+            "request_timeout",
+        ):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        for name in ("max_message_size", "message_queue_size", "event_buffer"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        if self.token_refresh_margin < 0:
+            raise ConfigError("token_refresh_margin must be >= 0 s")
+        if self.sync_body is not None and not isinstance(self.sync_body, Mapping):
+            raise ConfigError("sync_body must be a mapping like {'users': [123]}")
+
+    @property
+    def websocket_url(self) -> str:
+        """The websocket URL: ``ws_url`` if given, else derived from ``rest_url``."""
+        return self.ws_url or websocket_url_for(self.rest_url)

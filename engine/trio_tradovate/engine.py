@@ -1,0 +1,779 @@
+"""The Trio engine: one supervisor task drives the statechart; per-connection child tasks do I/O.
+
+Theory of operation
+-------------------
+:func:`open_engine` starts one **supervisor** task. It is the only code that fires statechart
+triggers. For every connection attempt (a *generation*) it opens a child nursery holding:
+
+- the **reader**: websocket messages -> :func:`protocol.parse_frame` -> store / pending requests
+  / reports;
+- the **heartbeat** sender: ``[]`` every ``heartbeat_interval`` on a fixed schedule, never
+  queued behind requests;
+- the **watchdog**: no frame at all for ``server_silence_timeout`` means a half-open socket;
+- the **writer**: sends application requests in order.
+
+Children never change the state. They put :class:`_Report` objects (``_Opened``,
+``_Answered``, ``_Fault``) into the connection's report channel; the supervisor reads them,
+sends ``authorize`` and ``user/syncrequest`` at the right moments, applies the snapshot, fires
+the matching trigger, and on the first fault leaves the connection: the websocket is closed,
+the stream is closed (we own it), the nursery is cancelled, and the backoff begins.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import count
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import httpx
+import trio
+import trio_websocket
+
+from . import auth
+from .config import EngineConfig
+from .errors import (
+    AuthenticationError,
+    AuthenticationTimeout,
+    ClosedByServer,
+    ConnectError,
+    ConnectTimeout,
+    DNSError,
+    EngineStopped,
+    HandshakeRejected,
+    OutcomeUnknown,
+    RemoteProtocolError,
+    RequestError,
+    RequestTimeout,
+    ServerShutdown,
+    Stalled,
+    SyncTimeout,
+    TLSError,
+    TradovateError,
+    classify_connect_error,
+    excerpt,
+)
+from .protocol import (
+    HEARTBEAT_FRAME,
+    Close,
+    Heartbeat,
+    Malformed,
+    Open,
+    Push,
+    Response,
+    ServerEvent,
+    encode_request,
+    parse_entity_event,
+    parse_frame,
+)
+from .statechart import State, Statechart, TransitionRecord
+from .store import EntityChange, EntityStore
+from .transport import Connector, TcpConnector
+
+logger = logging.getLogger("trio_tradovate.engine")
+
+#: Requests that move money: never re-sent after a drop, reported as ``OutcomeUnknown``.
+MONEY_MOVING = frozenset(
+    {
+        "order/placeorder",
+        "order/modifyorder",
+        "order/cancelorder",
+        "order/liquidateposition",
+        "order/placeoso",
+        "order/placeoco",
+        "order/startorderstrategy",
+        "order/interruptorderstrategy",
+        "order/modifyorderstrategy",
+    }
+)
+
+#: Websocket close codes that mean the bytes were bad, not that the peer went away.
+_PROTOCOL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1009})
+
+
+# --- reports from child tasks to the supervisor -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Opened:
+    pass
+
+
+@dataclass(frozen=True)
+class _Answered:
+    purpose: str  # "authorize" or "sync"
+    response: Response
+
+
+@dataclass(frozen=True)
+class _Fault:
+    """Why a connection ended. ``trigger`` is the statechart trigger it leads to."""
+
+    trigger: str  # "lost", "connect_failed" or "fail"
+    kind: str  # e.g. "dropped", "stalled": the fault kind in transition reasons
+    error: TradovateError
+
+    def describe(self) -> str:
+        return f"{self.kind}: {self.error}"
+
+
+_Report = _Opened | _Answered | _Fault
+
+
+@dataclass
+class _Pending:
+    endpoint: str
+    body: Any
+    done: trio.Event = field(default_factory=trio.Event)
+    response: Response | None = None
+    lost: bool = False
+
+
+class _Connection:
+    """Everything that lives and dies with one websocket (one generation)."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, generation: int) -> None:
+        self.ws = ws
+        self.generation = generation
+        self.ids = count(0)
+        self.started_at = trio.current_time()
+        self.last_frame_at = self.started_at
+        self.reader_blocked = False
+        self.opened = False
+        self.authorize_id: int | None = None
+        self.sync_id: int | None = None
+        #: props events that arrived before the snapshot was applied.
+        self.early_props: list[Any] = []
+        self.pending: dict[int, _Pending] = {}
+        self.reports_send, self.reports = trio.open_memory_channel[_Report](64)
+        self.outbox_send, self.outbox = trio.open_memory_channel[str](256)
+
+    def report(self, report: _Report) -> None:
+        """Children call this; when the supervisor has already left, reports are dropped."""
+        try:
+            self.reports_send.send_nowait(report)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            logger.debug("report dropped after the connection ended: %r", report)
+
+    def release_pending(self) -> None:
+        for slot in self.pending.values():
+            slot.lost = True
+            slot.done.set()
+        self.pending.clear()
+
+
+def _fault_kind(error: TradovateError) -> str:
+    kinds: list[tuple[type[TradovateError], str]] = [
+        (DNSError, "dns"),
+        (TLSError, "tls"),
+        (ConnectTimeout, "connect_timeout"),
+        (HandshakeRejected, "handshake_rejected"),
+        (ConnectError, "refused"),
+    ]
+    for cls, kind in kinds:
+        if isinstance(error, cls):
+            return kind
+    return type(error).__name__
+
+
+class Engine:
+    """A running connection engine. Get one from :func:`open_engine`.
+
+    Read :attr:`state`, :attr:`store` and :attr:`transitions` at any time; consume entity
+    changes from :meth:`events`; send requests with :meth:`request`.
+    """
+
+    def __init__(self, config: EngineConfig, http: httpx.AsyncClient) -> None:
+        self.config = config
+        self._http = http
+        self._connector: Connector = config.connector or TcpConnector()
+        self._rng = random.Random(config.seed)
+        self._chart = Statechart(
+            clock=trio.current_time, policy=self, on_record=self._after_transition
+        )
+        self.store = EntityStore()
+        #: Counts of what happened: frames, malformed input, faults by kind, reconnects.
+        self.counters: Counter[str] = Counter()
+        self._generation = 0
+        self._failed_attempts = 0
+        self._live_since: float | None = None
+        self._token: auth.AccessToken | None = (
+            auth.AccessToken(config.access_token, fresh=False) if config.access_token else None
+        )
+        self._user_id = config.user_id
+        self._conn: _Connection | None = None
+        self._state_changed = trio.Event()
+        self._events_send, self._events_recv = trio.open_memory_channel[EntityChange](
+            config.event_buffer
+        )
+        self._subscribed = False
+        self._watchers: list[trio.MemorySendChannel[TransitionRecord]] = []
+        self._run_scope = trio.CancelScope()
+        self._stop_reason: str | None = None
+        self._entity_types = _entity_types_of(config.sync_body)
+
+    # ----------------------------------------------------------------- public, read-only view
+
+    @property
+    def state(self) -> State:
+        """The current statechart state."""
+        return self._chart.state
+
+    @property
+    def transitions(self) -> tuple[TransitionRecord, ...]:
+        """Every transition so far, oldest first."""
+        return tuple(self._chart.records)
+
+    @property
+    def generation(self) -> int:
+        """How many connection attempts have started (the current one's number)."""
+        return self._generation
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the engine stopped, once it has."""
+        return self._stop_reason
+
+    def retry_budget_exhausted(self) -> bool:
+        """Statechart guard: the configured number of consecutive failed attempts is used up."""
+        budget = self.config.backoff.retry_budget
+        return budget is not None and self._failed_attempts >= budget
+
+    def events(self) -> trio.MemoryReceiveChannel[EntityChange]:
+        """The stream of entity changes, snapshot-derived ones first after each sync.
+
+        Changes are queued only once this has been called, so an application that only reads
+        :attr:`store` never fills a buffer. The channel is bounded (``event_buffer``): a slow
+        consumer slows the reader down instead of growing memory.
+        """
+        self._subscribed = True
+        return self._events_recv
+
+    def watch_transitions(self, buffer: int = 256) -> trio.MemoryReceiveChannel[TransitionRecord]:
+        """A channel that receives every later transition record.
+
+        The supervisor never waits for a watcher: if this buffer is full, records are dropped
+        for this watcher (their ``seq`` numbers show the gap; :attr:`transitions` has them all).
+        """
+        send, receive = trio.open_memory_channel[TransitionRecord](buffer)
+        self._watchers.append(send)
+        return receive
+
+    async def wait_for(self, *states: State) -> TransitionRecord:
+        """Wait until the engine is in one of ``states``; return the record that put it there.
+
+        Raises:
+            EngineStopped: the engine stopped (and ``STOPPED`` was not asked for).
+        """
+        while True:
+            if self.state in states and self._chart.records:
+                return self._chart.records[-1]
+            if self.state is State.STOPPED:
+                raise EngineStopped(self._stop_reason or "stopped")
+            await self._state_changed.wait()
+
+    async def request(
+        self,
+        endpoint: str,
+        *,
+        query: str | Mapping[str, Any] | None = None,
+        body: Any = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-request limit is the contract
+    ) -> Any:
+        """Send one request over the websocket and return the response's ``d``.
+
+        Waits for the engine to be live (within the same ``timeout``). Money-moving endpoints
+        are never re-sent: if the connection drops before their answer, ``OutcomeUnknown``.
+
+        Raises:
+            LocalProtocolError: the request cannot be encoded (fails before anything is sent).
+            RequestError: the server answered with ``s >= 400``.
+            RequestTimeout: no answer within ``timeout`` (default ``request_timeout``).
+            OutcomeUnknown: a money-moving request's connection dropped before the answer.
+            ConnectionLost: another request's connection dropped before the answer.
+            EngineStopped: the engine stopped.
+        """
+        endpoint = endpoint.strip().lower()
+        encode_request(endpoint, 0, query, body)  # validate now, with the caller's stack
+        limit = self.config.request_timeout if timeout is None else timeout
+        if not limit > 0:
+            raise ValueError(f"timeout must be > 0 s, got {timeout!r}")
+        slot: _Pending | None = None
+        conn: _Connection | None = None
+        request_id = -1
+        try:
+            with trio.fail_after(limit):
+                await self.wait_for(State.LIVE)
+                conn = self._conn
+                assert conn is not None
+                request_id = next(conn.ids)
+                slot = _Pending(endpoint, body)
+                conn.pending[request_id] = slot
+                await conn.outbox_send.send(encode_request(endpoint, request_id, query, body))
+                await slot.done.wait()
+        except trio.TooSlowError:
+            raise RequestTimeout(f"{endpoint}: no answer within {limit:g} s") from None
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            if slot is not None:
+                slot.lost = True
+        finally:
+            if conn is not None:
+                conn.pending.pop(request_id, None)
+        assert slot is not None
+        if slot.lost or slot.response is None:
+            if endpoint in MONEY_MOVING:
+                raise OutcomeUnknown(endpoint, body)
+            raise ClosedByServer(1006, f"connection lost before {endpoint} was answered")
+        response = slot.response
+        if response.status >= 400:
+            text = response.data if isinstance(response.data, str) else str(response.data)
+            raise RequestError(endpoint, response.status, text)
+        return response.data
+
+    # ------------------------------------------------------------------------ the supervisor
+
+    def _fire(self, trigger: str, reason: str) -> TransitionRecord:
+        return self._chart.fire(trigger, reason=reason, generation=self._generation)
+
+    def _after_transition(self, record: TransitionRecord) -> None:
+        if record.dest is State.STOPPED:
+            self._stop_reason = record.reason
+        self._state_changed.set()
+        self._state_changed = trio.Event()
+        for watcher in list(self._watchers):
+            try:
+                watcher.send_nowait(record)
+            except trio.WouldBlock:
+                self.counters["transition_records_dropped"] += 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._watchers.remove(watcher)
+
+    async def _supervise(self) -> None:
+        with self._run_scope:
+            await self._run()
+        if self.state is not State.STOPPED:
+            self._fire("close", "application closed the engine")
+        self._events_send.close()
+        for watcher in self._watchers:
+            watcher.close()
+
+    async def _run(self) -> None:
+        self._fire("start", "application opened the engine")
+        while True:
+            self._generation += 1
+            fault = await self._connection_cycle()
+            self.counters[f"fault.{fault.kind}"] += 1
+            if fault.trigger == "fail":
+                logger.error("%s; the engine stops (nothing to retry with)", fault.describe())
+                self._fire("fail", fault.describe())
+                return
+            if self._live_since is not None:
+                stable = trio.current_time() - self._live_since >= self.config.backoff.stable_after
+                if stable:
+                    self._failed_attempts = 0
+            self._live_since = None
+            self._failed_attempts += 1
+            record = self._fire(fault.trigger, fault.describe())
+            if record.dest is State.STOPPED:
+                logger.error(
+                    "%s; retry budget of %s attempts used up, the engine stops",
+                    fault.describe(),
+                    self.config.backoff.retry_budget,
+                )
+                return
+            ceiling = self.config.backoff.ceiling(self._failed_attempts - 1)
+            delay = self._rng.uniform(0, ceiling)
+            logger.warning(
+                "%s; reconnecting in %.2f s (attempt %d)",
+                fault.describe(),
+                delay,
+                self._failed_attempts,
+            )
+            await trio.sleep(delay)
+            self.counters["reconnects"] += 1
+            self._fire("retry", f"waited {delay:.3f} s (attempt {self._failed_attempts})")
+
+    async def _ensure_token(self) -> auth.AccessToken:
+        token = self._token
+        creds = self.config.credentials
+        now = datetime.now(UTC)
+        if token is not None and creds is not None:
+            left = token.seconds_left(now)
+            if left is not None and left < self.config.token_refresh_margin:
+                try:
+                    token = await auth.renew_access_token(self._http, self.config.rest_url, token)
+                    logger.info("access token renewed before reconnecting")
+                except AuthenticationError:
+                    token = None
+        if token is None:
+            if creds is None:
+                raise AuthenticationError("the access token was rejected and no credentials")
+            token = await auth.request_access_token(self._http, self.config.rest_url, creds)
+            logger.info("access token obtained for user %s", token.user_id)
+        self._token = token
+        if self._user_id is None:
+            self._user_id = token.user_id or await auth.fetch_user_id(
+                self._http, self.config.rest_url, token
+            )
+        return token
+
+    async def _connection_cycle(self) -> _Fault:
+        """One connection attempt, from token to the first fault."""
+        try:
+            token = await self._ensure_token()
+        except AuthenticationError as exc:
+            return _Fault("fail", "credentials_rejected", exc)
+        except ConnectError as exc:
+            return _Fault("connect_failed", _fault_kind(exc), exc)
+        url = urlsplit(self.config.websocket_url)
+        host = url.hostname or ""
+        tls = url.scheme == "wss"
+        port = url.port or (443 if tls else 80)
+        resource = url.path + (f"?{url.query}" if url.query else "")
+        stream: trio.abc.Stream | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    with trio.fail_after(self.config.connect_timeout):
+                        stream = await self._connector(host, port, tls=tls)
+                        ws = await trio_websocket.wrap_client_stream(
+                            nursery,
+                            cast(trio.SocketStream, stream),
+                            host,
+                            resource,
+                            message_queue_size=self.config.message_queue_size,
+                            max_message_size=self.config.max_message_size,
+                            receive_buffer_size=self.config.receive_buffer_size,
+                        )
+                except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+                    nursery.cancel_scope.cancel()
+                    error = classify_connect_error(exc)
+                    return _Fault("connect_failed", _fault_kind(error), error)
+                except trio_websocket.HandshakeError as exc:
+                    nursery.cancel_scope.cancel()
+                    error = classify_connect_error(exc)
+                    return _Fault("connect_failed", _fault_kind(error), error)
+                conn = _Connection(ws, self._generation)
+                nursery.start_soon(self._reader, conn)
+                nursery.start_soon(self._heartbeat, conn)
+                nursery.start_soon(self._watchdog, conn)
+                nursery.start_soon(self._writer, conn)
+                try:
+                    return await self._drive(conn, token)
+                finally:
+                    self._conn = None
+                    conn.release_pending()
+                    conn.reports_send.close()
+                    conn.outbox_send.close()
+                    await self._close_websocket(ws)
+                    nursery.cancel_scope.cancel()
+        finally:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+
+    async def _close_websocket(self, ws: trio_websocket.WebSocketConnection) -> None:
+        """A polite close when the socket is still up; bounded, and done even when cancelled."""
+        if ws.closed is not None:
+            return
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + 1.0
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await ws.aclose(1000, "Client initiated disconnect.")
+
+    async def _drive(self, conn: _Connection, token: auth.AccessToken) -> _Fault:
+        """React to the connection's reports until the first fault; fire the triggers."""
+        deadline = conn.started_at + self.config.connect_timeout
+        while True:
+            report: _Report | None = None
+            with trio.move_on_at(deadline):
+                report = await conn.reports.receive()
+            if report is None:
+                return self._phase_timeout()
+            if isinstance(report, _Fault):
+                return report
+            if isinstance(report, _Opened):
+                self._fire("opened", "'o' received: sending authorize")
+                conn.authorize_id = next(conn.ids)
+                await self._send_control(
+                    conn, encode_request("authorize", conn.authorize_id, None, token.token)
+                )
+                deadline = trio.current_time() + self.config.auth_timeout
+            elif report.purpose == "authorize":
+                fault = self._authorization_fault(report.response, token)
+                if fault is not None:
+                    return fault
+                self._fire("authorized", "authorize answered s=200: sending user/syncrequest")
+                conn.sync_id = next(conn.ids)
+                body = self._sync_body()
+                await self._send_control(
+                    conn, encode_request("user/syncrequest", conn.sync_id, None, body)
+                )
+                deadline = trio.current_time() + self.config.sync_timeout
+            else:
+                response = report.response
+                if response.status != 200 or not isinstance(response.data, dict):
+                    text = response.data if isinstance(response.data, str) else "not an object"
+                    return _Fault(
+                        "lost",
+                        "sync_failed",
+                        RequestError("user/syncrequest", response.status, text),
+                    )
+                await self._apply_snapshot(conn, response.data)
+                self._live_since = trio.current_time()
+                self._fire(
+                    "synced",
+                    f"snapshot applied: {len(self.store)} entities",
+                )
+                deadline = float("inf")
+
+    def _phase_timeout(self) -> _Fault:
+        state = self.state
+        if state is State.AUTHENTICATING:
+            limit = self.config.auth_timeout
+            return _Fault(
+                "lost",
+                "auth_timeout",
+                AuthenticationTimeout(f"authorize unanswered after {limit:g} s"),
+            )
+        if state is State.SYNCING:
+            limit = self.config.sync_timeout
+            return _Fault(
+                "lost",
+                "sync_timeout",
+                SyncTimeout(f"user/syncrequest unanswered after {limit:g} s"),
+            )
+        return _Fault(
+            "connect_failed",
+            "connect_timeout",
+            ConnectTimeout(f"no 'o' frame within {self.config.connect_timeout:g} s"),
+        )
+
+    def _authorization_fault(self, response: Response, token: auth.AccessToken) -> _Fault | None:
+        if response.status == 200:
+            return None
+        detail = response.data
+        if isinstance(detail, dict):
+            detail = detail.get("errorText", detail)
+        error = AuthenticationError(
+            f"authorize rejected with status {response.status}: {detail!s}",
+            status=response.status,
+            retryable=self.config.credentials is not None,
+        )
+        self._token = None
+        if self.config.credentials is None:
+            return _Fault("fail", "auth_rejected", error)
+        if token.fresh and self.counters["fault.auth_rejected"] >= 1:
+            # A token minted moments ago was rejected again: more logins would only spend
+            # Tradovate's session and rate budgets.
+            return _Fault("fail", "auth_rejected", error)
+        return _Fault("lost", "auth_rejected", error)
+
+    def _sync_body(self) -> Mapping[str, Any]:
+        if self.config.sync_body is not None:
+            return self.config.sync_body
+        return {"users": [self._user_id]}
+
+    async def _send_control(self, conn: _Connection, frame: str) -> None:
+        # On a closed socket the reader reports why; the supervisor reads that report next.
+        with suppress(trio_websocket.ConnectionClosed):
+            await conn.ws.send_message(frame)
+
+    async def _apply_snapshot(self, conn: _Connection, snapshot: Mapping[str, Any]) -> None:
+        changes = self.store.apply_snapshot(
+            snapshot, conn.generation, entity_types=self._entity_types
+        )
+        for change in changes:
+            await self._emit(change)
+        # Events that raced the snapshot are applied after it, in arrival order; the reader
+        # keeps buffering until the state is LIVE, which happens right after the last one.
+        while conn.early_props:
+            data = conn.early_props.pop(0)
+            await self._apply_props(conn, data)
+
+    # --------------------------------------------------------------------------- child tasks
+
+    async def _reader(self, conn: _Connection) -> None:
+        try:
+            while True:
+                message = await conn.ws.get_message()
+                conn.last_frame_at = trio.current_time()
+                self.counters["frames_received"] += 1
+                if not isinstance(message, str):
+                    self._malformed(RemoteProtocolError("binary frame", message))
+                    continue
+                try:
+                    events = parse_frame(message)
+                except RemoteProtocolError as exc:
+                    self._malformed(exc)
+                    continue
+                for event in events:
+                    await self._dispatch(conn, event)
+        except trio_websocket.ConnectionClosed as exc:
+            code = exc.reason.code if exc.reason else 1006
+            reason = (exc.reason.reason or exc.reason.name) if exc.reason else "no close reason"
+            if code in _PROTOCOL_CLOSE_CODES:
+                kind = "protocol_error"
+            elif code == 1006:
+                kind = "dropped"
+            else:
+                kind = "closed_by_server"
+            conn.report(_Fault("lost", kind, ClosedByServer(code, reason)))
+
+    async def _dispatch(self, conn: _Connection, event: ServerEvent) -> None:
+        if isinstance(event, Heartbeat):
+            self.counters["server_heartbeats"] += 1
+        elif isinstance(event, Push):
+            await self._on_push(conn, event)
+        elif isinstance(event, Response):
+            self._on_response(conn, event)
+        elif isinstance(event, Open):
+            if conn.opened:
+                self._malformed(RemoteProtocolError("second 'o' frame on one socket"))
+            else:
+                conn.opened = True
+                conn.report(_Opened())
+        elif isinstance(event, Close):
+            conn.report(
+                _Fault("lost", "closed_by_server", ClosedByServer(event.code, event.reason))
+            )
+        elif isinstance(event, Malformed):
+            self._malformed(event.error)
+
+    def _on_response(self, conn: _Connection, response: Response) -> None:
+        if response.request_id == conn.authorize_id:
+            conn.report(_Answered("authorize", response))
+        elif response.request_id == conn.sync_id:
+            conn.report(_Answered("sync", response))
+        else:
+            slot_id = response.request_id
+            slot = conn.pending.get(slot_id)
+            if slot is None:
+                logger.debug(
+                    "reply to unknown or timed-out request %d dropped", response.request_id
+                )
+                self.counters["late_replies"] += 1
+                return
+            slot.response = response
+            slot.done.set()
+
+    async def _on_push(self, conn: _Connection, push: Push) -> None:
+        if push.kind == "props":
+            if self.state is State.LIVE:
+                await self._apply_props(conn, push.data)
+            else:
+                conn.early_props.append(push.data)
+        elif push.kind == "shutdown":
+            data = push.data if isinstance(push.data, dict) else {}
+            code = data.get("reasonCode")
+            text = data.get("reason")
+            error = ServerShutdown(
+                code if isinstance(code, str) else "Unknown",
+                text if isinstance(text, str) else None,
+            )
+            conn.report(_Fault("lost", "shutdown", error))
+        elif push.kind in ("md", "chart", "clock"):
+            self.counters[f"push.{push.kind}"] += 1
+        else:
+            self.counters["unknown_events"] += 1
+            logger.warning("unknown event kind %s ignored", excerpt(push.kind, 40))
+
+    async def _apply_props(self, conn: _Connection, data: Any) -> None:
+        try:
+            event = parse_entity_event(data)
+        except RemoteProtocolError as exc:
+            self._malformed(exc)
+            return
+        self.counters["props_events"] += 1
+        for change in self.store.apply_event(event, conn.generation):
+            await self._emit(change, conn)
+
+    async def _emit(self, change: EntityChange, conn: _Connection | None = None) -> None:
+        if not self._subscribed:
+            return
+        if conn is not None:
+            conn.reader_blocked = True
+        try:
+            await self._events_send.send(change)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._subscribed = False  # the consumer went away; the store still updates
+        finally:
+            if conn is not None:
+                conn.reader_blocked = False
+                conn.last_frame_at = max(conn.last_frame_at, trio.current_time())
+
+    def _malformed(self, error: RemoteProtocolError) -> None:
+        self.counters["malformed"] += 1
+        logger.warning("malformed server data skipped (%s); connection stays up", error)
+
+    async def _heartbeat(self, conn: _Connection) -> None:
+        interval = self.config.heartbeat_interval
+        next_at = conn.started_at + interval
+        try:
+            while True:
+                await trio.sleep_until(next_at)
+                await conn.ws.send_message(HEARTBEAT_FRAME)
+                self.counters["heartbeats_sent"] += 1
+                # A fixed schedule: a slow send does not push every later heartbeat back.
+                next_at = max(next_at + interval, trio.current_time())
+        except trio_websocket.ConnectionClosed:
+            return  # the reader reports why
+
+    async def _watchdog(self, conn: _Connection) -> None:
+        limit = self.config.server_silence_timeout
+        while True:
+            await trio.sleep_until(conn.last_frame_at + limit)
+            if conn.reader_blocked:
+                # Our consumer is slow, so we are not reading: that is not server silence.
+                await trio.sleep(limit)
+                continue
+            if trio.current_time() - conn.last_frame_at >= limit:
+                conn.report(_Fault("lost", "stalled", Stalled(limit)))
+                return
+
+    async def _writer(self, conn: _Connection) -> None:
+        try:
+            async for frame in conn.outbox:
+                await conn.ws.send_message(frame)
+                self.counters["requests_sent"] += 1
+        except trio_websocket.ConnectionClosed:
+            return
+
+
+def _entity_types_of(sync_body: Mapping[str, Any] | None) -> frozenset[str] | None:
+    if sync_body is None:
+        return None
+    types = sync_body.get("entityTypes")
+    if types is None:
+        return None
+    return frozenset(str(t) for t in types)
+
+
+@asynccontextmanager
+async def open_engine(config: EngineConfig) -> AsyncIterator[Engine]:
+    """Run an engine for the duration of the ``async with`` block.
+
+    On entry the engine starts connecting in the background; on exit it closes the websocket
+    politely, closes the stream, and reaches ``STOPPED``. Errors of the block propagate as
+    themselves, not wrapped in an ``ExceptionGroup``.
+    """
+    async with httpx.AsyncClient(
+        transport=config.http_transport, timeout=config.connect_timeout
+    ) as http:
+        try:
+            async with trio.open_nursery() as nursery:
+                engine = Engine(config, http)
+                nursery.start_soon(engine._supervise)
+                try:
+                    yield engine
+                finally:
+                    engine._run_scope.cancel()
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise

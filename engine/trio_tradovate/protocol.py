@@ -1,0 +1,263 @@
+"""Tradovate's websocket wire format, sans-I/O: text in, typed events out; requests in, text out.
+
+Theory of operation
+-------------------
+Tradovate frames its websocket traffic the SockJS 0.3.3 way (tradovate-protocol.md §2): the first
+character of every server message says what it is::
+
+    o                     the socket is open; the client must now send ``authorize``
+    h                     server heartbeat
+    a[{...}, {...}]       one or more messages: responses ``{"i","s","d"}`` and
+                          events ``{"e","d"}`` (props, shutdown, md, chart, clock)
+    c[3000,"Go away!"]    the server is closing
+
+Client requests are four fields joined by newlines, ``endpoint\\nid\\nquery\\nbody`` (§3), and the
+client heartbeat is the two-character text ``[]`` (§5).
+
+Nothing here imports trio or touches a socket: :func:`parse_frame` and :func:`encode_request`
+are plain functions, so every case is tested synchronously. A frame that cannot be understood
+at all raises :class:`RemoteProtocolError`; inside a good ``a`` frame, one bad element becomes a
+:class:`Malformed` event so that the good messages batched with it are not lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from .errors import LocalProtocolError, RemoteProtocolError
+
+__all__ = [
+    "HEARTBEAT_FRAME",
+    "PUSH_KINDS",
+    "Close",
+    "EntityEvent",
+    "Heartbeat",
+    "Malformed",
+    "Open",
+    "Push",
+    "Response",
+    "ServerEvent",
+    "encode_request",
+    "parse_entity_event",
+    "parse_frame",
+]
+
+#: The client heartbeat (tradovate-protocol.md §5).
+HEARTBEAT_FRAME = "[]"
+
+#: Event kinds Tradovate documents (§2, §7). Others are parsed too and left to the caller.
+PUSH_KINDS = frozenset({"props", "shutdown", "md", "chart", "clock"})
+
+#: ``eventType`` values of a ``props`` event (§6).
+ENTITY_EVENT_TYPES = frozenset({"Created", "Updated", "Deleted"})
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    """``o``: the server accepted the socket and waits for ``authorize``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """``h``: the server is alive and has nothing to say."""
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """The answer to the request whose id was ``request_id``; ``status`` is an HTTP status."""
+
+    request_id: int
+    status: int
+    data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """A server-initiated event (``props``, ``shutdown``, ``md``, ``chart``, ``clock``, ...)."""
+
+    kind: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """``c[code,"reason"]``: the server is closing the socket."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """One element of an ``a`` frame that is neither a response nor an event."""
+
+    error: RemoteProtocolError
+
+
+ServerEvent = Open | Heartbeat | Response | Push | Close | Malformed
+
+_OPEN = Open()
+_HEARTBEAT = Heartbeat()
+
+
+def parse_frame(text: str) -> list[ServerEvent]:
+    """Parse one websocket text message from the server into events, in order.
+
+    Raises:
+        RemoteProtocolError: the frame as a whole is not a Tradovate frame.
+    """
+    if not text:
+        raise RemoteProtocolError("empty frame", text)
+    kind = text[0]
+    if kind == "o" or kind == "h":
+        if len(text) != 1:
+            raise RemoteProtocolError(f"unexpected data after {kind!r} frame", text)
+        return [_OPEN if kind == "o" else _HEARTBEAT]
+    if kind == "a":
+        return _parse_array(text)
+    if kind == "c":
+        return [_parse_close(text)]
+    raise RemoteProtocolError(f"unknown frame type {kind!r}", text)
+
+
+def _loads(payload: str, whole: str) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise RemoteProtocolError(f"invalid JSON ({exc.msg})", whole) from None
+
+
+def _parse_array(text: str) -> list[ServerEvent]:
+    items = _loads(text[1:], text)
+    if not isinstance(items, list):
+        raise RemoteProtocolError("'a' frame does not hold a JSON array", text)
+    return [_parse_message(item) for item in items]
+
+
+def _parse_message(item: Any) -> ServerEvent:
+    if not isinstance(item, dict):
+        return Malformed(RemoteProtocolError("message is not a JSON object", _dump(item)))
+    if "e" in item:
+        kind = item["e"]
+        if not isinstance(kind, str) or not kind:
+            return Malformed(RemoteProtocolError("event kind is not a string", _dump(item)))
+        return Push(kind, item.get("d"))
+    request_id = item.get("i")
+    status = item.get("s")
+    if isinstance(request_id, bool) or isinstance(status, bool):
+        request_id = None
+    if not isinstance(request_id, int) or not isinstance(status, int):
+        return Malformed(
+            RemoteProtocolError("message has neither 'e' nor integer 'i' and 's'", _dump(item))
+        )
+    return Response(request_id, status, item.get("d"))
+
+
+def _parse_close(text: str) -> Close:
+    body = _loads(text[1:], text)
+    if (
+        not isinstance(body, list)
+        or len(body) != 2
+        or not _is_int(body[0])
+        or not isinstance(body[1], str)
+    ):
+        raise RemoteProtocolError("'c' frame is not [code, \"reason\"]", text)
+    return Close(body[0], body[1])
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _dump(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # pragma: no cover - orjson-parsed values always re-encode
+        return repr(value)
+
+
+def encode_request(
+    endpoint: str,
+    request_id: int,
+    query: str | Mapping[str, Any] | None = None,
+    body: Any = None,
+) -> str:
+    """Encode one request frame ``endpoint\\nid\\nquery\\nbody`` (tradovate-protocol.md §3).
+
+    ``body`` is sent as is when it is a ``str`` (``authorize`` carries the raw token), else as
+    JSON. ``query`` may be a ready ``k=v&k2=v2`` string or a mapping.
+
+    Raises:
+        LocalProtocolError: the endpoint, id or query cannot be carried by the format.
+    """
+    if not endpoint or endpoint.strip() != endpoint or endpoint.startswith("/"):
+        raise LocalProtocolError(
+            f"endpoint must be a path like 'account/list' without a leading '/': {endpoint!r}"
+        )
+    if "\n" in endpoint:
+        raise LocalProtocolError(f"endpoint contains a newline: {endpoint!r}")
+    if not _is_int(request_id) or request_id < 0:
+        raise LocalProtocolError(f"request id must be a non-negative int, got {request_id!r}")
+    if query is None:
+        query_text = ""
+    elif isinstance(query, str):
+        query_text = query
+    else:
+        query_text = urlencode({k: _query_value(v) for k, v in query.items()})
+    if "\n" in query_text:
+        raise LocalProtocolError("query contains a newline")
+    if body is None:
+        body_text = ""
+    elif isinstance(body, str):
+        body_text = body
+    else:
+        try:
+            body_text = orjson.dumps(body).decode()
+        except TypeError as exc:
+            raise LocalProtocolError(f"request body is not JSON-serialisable: {exc}") from None
+    return f"{endpoint}\n{request_id}\n{query_text}\n{body_text}"
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class EntityEvent:
+    """A parsed ``props`` payload: ``entities`` holds one or more entity mappings (§6)."""
+
+    entity_type: str
+    event_type: str
+    entities: tuple[Mapping[str, Any], ...]
+
+
+def parse_entity_event(data: Any) -> EntityEvent:
+    """Validate the ``d`` of a ``props`` event; ``entity`` may be one object or an array.
+
+    Raises:
+        RemoteProtocolError: a field is missing or has the wrong type.
+    """
+    if not isinstance(data, dict):
+        raise RemoteProtocolError("props payload is not an object", _dump(data))
+    entity_type = data.get("entityType")
+    event_type = data.get("eventType")
+    entity = data.get("entity")
+    if not isinstance(entity_type, str) or not entity_type:
+        raise RemoteProtocolError("props event without a string entityType", _dump(data))
+    if event_type not in ENTITY_EVENT_TYPES:
+        raise RemoteProtocolError("props event with an unknown eventType", _dump(data))
+    entities: list[Mapping[str, Any]] = []
+    for item in entity if isinstance(entity, list) else [entity]:
+        if not isinstance(item, dict) or not _is_int(item.get("id")):
+            raise RemoteProtocolError("props entity without an integer id", _dump(data))
+        entities.append(item)
+    return EntityEvent(entity_type, event_type, tuple(entities))
