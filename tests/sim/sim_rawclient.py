@@ -12,7 +12,12 @@ from typing import Any
 
 import orjson
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url, wrap_client_stream
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    open_websocket_url,
+    wrap_client_stream,
+)
 
 from trio_tradovate.sim import COLLECTIONS, Simulator
 
@@ -68,7 +73,7 @@ class RawClient:
         while True:
             try:
                 seen.append(await self.recv())
-            except Exception:  # trio_websocket.ConnectionClosed
+            except ConnectionClosed:
                 return seen
 
 
