@@ -170,6 +170,8 @@ class World:
         Fills carry no ``accountId`` in Tradovate's schema, so they inherit their order's.
         Entities that belong to no account (contracts, products, the user) return ``None``.
         """
+        if entity_type == "account":
+            return int(entity["id"])
         if "accountId" in entity:
             return int(entity["accountId"])
         if entity_type == "fill":
