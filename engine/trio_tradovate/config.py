@@ -7,8 +7,9 @@ value is a field, so a user can follow whichever source turns out right.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -141,6 +142,10 @@ class EngineConfig:
     token_refresh_margin: float = 15 * 60
     #: Seed of the backoff jitter (``None``: from the OS). Tests pass one for reproducibility.
     seed: int | None = None
+    #: The UTC wall clock that token expiry is judged by; a simulator passes its own.
+    wall_clock: Callable[[], datetime] = field(
+        default=lambda: datetime.now(UTC), repr=False, compare=False
+    )
     connector: Connector | None = field(default=None, repr=False, compare=False)
     http_transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False, compare=False)
 

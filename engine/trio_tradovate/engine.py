@@ -27,7 +27,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from itertools import count
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -402,7 +401,7 @@ class Engine:
     async def _ensure_token(self) -> auth.AccessToken:
         token = self._token
         creds = self.config.credentials
-        now = datetime.now(UTC)
+        now = self.config.wall_clock()
         if token is not None and creds is not None:
             left = token.seconds_left(now)
             if left is not None and left < self.config.token_refresh_margin:
@@ -460,6 +459,7 @@ class Engine:
                     error = classify_connect_error(exc)
                     return _Fault("connect_failed", _fault_kind(error), error)
                 conn = _Connection(ws, self._generation)
+                self._conn = conn
                 nursery.start_soon(self._reader, conn)
                 nursery.start_soon(self._heartbeat, conn)
                 nursery.start_soon(self._watchdog, conn)

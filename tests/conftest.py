@@ -1,0 +1,64 @@
+"""Shared fixtures: an in-process simulator and engine configs pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+import trio
+
+from trio_tradovate import Credentials, EngineConfig
+from trio_tradovate.sim import SimConfig, Simulator, open_simulator
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-soak", action="store_true", help="run the slow soak profile")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-soak"):
+        return
+    skip = pytest.mark.skip(reason="soak profile: run `make soak`")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    async with open_simulator(SimConfig(seed=7)) as simulator:
+        yield simulator
+
+
+def sim_wall_clock(simulator: Simulator) -> Any:
+    """The simulator's UTC wall clock, so token expiry is judged in its (virtual) time."""
+
+    def now() -> datetime:
+        return simulator._core.clock.at(trio.current_time())
+
+    return now
+
+
+def config_for(simulator: Simulator, **overrides: Any) -> EngineConfig:
+    """An engine config that reaches ``simulator`` in memory (REST and websocket)."""
+    settings: dict[str, Any] = {
+        "credentials": Credentials(simulator.config.username, simulator.config.password),
+        "connector": simulator.connector(),
+        "http_transport": simulator.rest_transport(),
+        "wall_clock": sim_wall_clock(simulator),
+        "seed": 1,
+    }
+    settings.update(overrides)
+    return EngineConfig(**settings)
+
+
+async def settle(simulator: Simulator) -> None:
+    """Pause the activity generator and let every frame in flight arrive.
+
+    ``truth()`` changes the moment the simulator mutates its world; the matching ``props``
+    frames reach the client a scheduler tick later. Compare stores only after this.
+    """
+    simulator.pause_activity()
+    await trio.sleep(1)
