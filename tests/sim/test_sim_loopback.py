@@ -6,10 +6,10 @@ import httpx
 import orjson
 import pytest
 import trio
-from sim_rawclient import apply_snapshot, open_raw_url
 from trio_websocket import ConnectionRejected, wrap_client_stream
 
 from trio_tradovate.sim import SimConfig, open_simulator, open_simulator_server
+from trio_tradovate.sim.rawclient import apply_snapshot, open_raw_url
 
 pytestmark = pytest.mark.loopback
 
@@ -23,8 +23,10 @@ async def test_rest_token_then_websocket_authorize_and_sync_on_one_port() -> Non
             assert server.rest_url == f"http://127.0.0.1:{server.port}/v1"
             assert server.ws_url == f"ws://127.0.0.1:{server.port}/v1/websocket"
             async with httpx.AsyncClient(base_url=server.rest_url) as http:
-                response = await http.post("/auth/accesstokenrequest",
-                                           json={"name": "demo-user", "password": "demo-password"})
+                response = await http.post(
+                    "/auth/accesstokenrequest",
+                    json={"name": "demo-user", "password": "demo-password"},
+                )
                 assert response.status_code == 200
                 token = response.json()["accessToken"]
                 bad = await http.get("/auth/me", headers={"Authorization": "Bearer nope"})

@@ -10,19 +10,27 @@ from typing import Any
 import httpx
 import trio
 import trio.testing
-from sim_rawclient import open_raw
 
 from trio_tradovate.sim import SimConfig, Simulator, open_simulator
+from trio_tradovate.sim.rawclient import open_raw
 
 QUIET = SimConfig(activity_interval=None)
-LOGIN = {"name": "demo-user", "password": "demo-password", "appId": "app", "appVersion": "1.0",
-         "cid": 8, "sec": "s3cret", "deviceId": "device-1"}
+LOGIN = {
+    "name": "demo-user",
+    "password": "demo-password",
+    "appId": "app",
+    "appVersion": "1.0",
+    "cid": 8,
+    "sec": "s3cret",
+    "deviceId": "device-1",
+}
 
 
 @asynccontextmanager
 async def rest(sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=sim.rest_transport(),
-                                 base_url="https://demo.tradovateapi.com/v1") as client:
+    async with httpx.AsyncClient(
+        transport=sim.rest_transport(), base_url="https://demo.tradovateapi.com/v1"
+    ) as client:
         yield client
 
 
@@ -37,8 +45,15 @@ async def test_accesstokenrequest_ok(autojump_clock: trio.testing.MockClock) -> 
     async with open_simulator(QUIET) as sim, rest(sim) as client:
         await trio.sleep(60)
         body = await login(client)
-        assert set(body) >= {"accessToken", "mdAccessToken", "expirationTime", "userStatus",
-                             "userId", "name", "hasLive"}
+        assert set(body) >= {
+            "accessToken",
+            "mdAccessToken",
+            "expirationTime",
+            "userStatus",
+            "userId",
+            "name",
+            "hasLive",
+        }
         assert body["userStatus"] == "Active"
         assert body["userId"] == sim.user_id
         assert body["hasLive"] is False
@@ -51,8 +66,10 @@ async def test_accesstokenrequest_ok(autojump_clock: trio.testing.MockClock) -> 
 async def test_bad_credentials_give_error_text_with_200() -> None:
     async with open_simulator(QUIET) as sim, rest(sim) as client:
         body = await login(client, password="DEMO-PASSWORD")
-        assert body == {"errorText": "Incorrect username or password. Please try again, "
-                                     "noting that passwords are case-sensitive."}
+        assert body == {
+            "errorText": "Incorrect username or password. Please try again, "
+            "noting that passwords are case-sensitive."
+        }
 
 
 async def test_app_id_and_sec_are_checked_when_configured() -> None:
@@ -78,8 +95,9 @@ async def test_renew_and_me(autojump_clock: trio.testing.MockClock) -> None:
     async with open_simulator(QUIET) as sim, rest(sim) as client:
         body = await login(client)
         await trio.sleep(600)
-        renewed = await client.get("/auth/renewaccesstoken",
-                                   headers={"Authorization": f"Bearer {body['accessToken']}"})
+        renewed = await client.get(
+            "/auth/renewaccesstoken", headers={"Authorization": f"Bearer {body['accessToken']}"}
+        )
         assert renewed.status_code == 200
         new = renewed.json()
         assert new["accessToken"] != body["accessToken"]
@@ -90,8 +108,9 @@ async def test_renew_and_me(autojump_clock: trio.testing.MockClock) -> None:
         # Renewal must not open a session: two more logins evict only the first session.
         await login(client)
         await login(client)
-        stale = await client.get("/auth/me",
-                                 headers={"Authorization": f"Bearer {new['accessToken']}"})
+        stale = await client.get(
+            "/auth/me", headers={"Authorization": f"Bearer {new['accessToken']}"}
+        )
         assert stale.status_code == 401
 
 
@@ -112,8 +131,9 @@ async def test_expire_tokens_gives_401_on_authorize_and_renew() -> None:
             async with open_raw(sim) as ws:
                 reply = await ws.authorize(body["accessToken"])
                 assert reply == {"i": 0, "s": 401, "d": "Invalid access token"}
-            renew = await client.get("/auth/renewaccesstoken",
-                                     headers={"Authorization": f"Bearer {body['accessToken']}"})
+            renew = await client.get(
+                "/auth/renewaccesstoken", headers={"Authorization": f"Bearer {body['accessToken']}"}
+            )
             assert renew.status_code == 401
             # §13.2 default: an already authorized socket stays usable after expiry.
             assert (await live.call("account/list", 5))["s"] == 200

@@ -3,19 +3,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import trio
 import trio.testing
-from sim_rawclient import RawClient, apply_events, apply_snapshot, open_raw
 
 from trio_tradovate.sim import COLLECTIONS, SimConfig, Simulator, open_simulator
+from trio_tradovate.sim.rawclient import RawClient, apply_events, apply_snapshot, open_raw
 
 QUIET = SimConfig(activity_interval=None)
 
 
-async def _sync(client: RawClient, sim: Simulator, rid: int = 1) -> dict[str, object]:
+async def _sync(client: RawClient, sim: Simulator, rid: int = 1) -> dict[str, Any]:
     await client.authorize(sim.issue_token())
-    return await client.call("user/syncrequest", rid, "", orjson.dumps({"users": [sim.user_id]}).decode())
+    return await client.call(
+        "user/syncrequest", rid, "", orjson.dumps({"users": [sim.user_id]}).decode()
+    )
 
 
 async def test_snapshot_has_every_listed_collection_and_matches_truth() -> None:
@@ -25,16 +29,33 @@ async def test_snapshot_has_every_listed_collection_and_matches_truth() -> None:
         snapshot = reply["d"]
         assert isinstance(snapshot, dict)
         assert set(snapshot) == set(COLLECTIONS)
-        for plural in ("users", "accounts", "cashBalances", "positions", "orders", "fills",
-                       "contracts", "products"):
+        for plural in (
+            "users",
+            "accounts",
+            "cashBalances",
+            "positions",
+            "orders",
+            "fills",
+            "contracts",
+            "products",
+        ):
             assert snapshot[plural], plural
         assert {c["name"] for c in snapshot["contracts"]} == {"MESZ6", "ESZ6", "NQZ6"}
         assert {p["name"] for p in snapshot["products"]} == {"MES", "ES", "NQ"}
         assert all(a["name"].startswith("DEMO") for a in snapshot["accounts"])
         assert {o["ordStatus"] for o in snapshot["orders"]} >= {"Working", "Filled"}
         fill = snapshot["fills"][0]
-        assert set(fill) >= {"id", "orderId", "contractId", "timestamp", "tradeDate", "action",
-                             "qty", "price", "active"}
+        assert set(fill) >= {
+            "id",
+            "orderId",
+            "contractId",
+            "timestamp",
+            "tradeDate",
+            "action",
+            "qty",
+            "price",
+            "active",
+        }
         assert apply_snapshot(snapshot) == sim.truth()
         assert sim.sockets[0].syncrequest_count == 1
 
@@ -43,7 +64,7 @@ async def test_snapshot_plus_props_equals_truth(autojump_clock: trio.testing.Moc
     config = SimConfig(seed=7, activity_interval=1.0, client_heartbeat_timeout=1000.0)
     async with open_simulator(config) as sim, open_raw(sim) as client:
         reply = await _sync(client, sim)
-        state = apply_snapshot(reply["d"])  # type: ignore[arg-type]
+        state = apply_snapshot(reply["d"])
         before = sim.truth()
         with trio.move_on_after(30.5):
             while True:
@@ -99,8 +120,14 @@ async def test_sync_by_account_filters_snapshot_and_events() -> None:
         reply = await client.call("user/syncrequest", 2, "", f'{{"accounts":[{second}]}}')
         assert [a["id"] for a in reply["d"]["accounts"]] == [second]
         assert all(o["accountId"] == second for o in reply["d"]["orders"])
-        body = {"accountId": accounts[0]["id"], "action": "Buy", "symbol": "ESZ6", "orderQty": 1,
-                "orderType": "Limit", "isAutomated": True}
+        body = {
+            "accountId": accounts[0]["id"],
+            "action": "Buy",
+            "symbol": "ESZ6",
+            "orderQty": 1,
+            "orderType": "Limit",
+            "isAutomated": True,
+        }
         await client.call("order/placeorder", 3, "", orjson.dumps(body).decode())
         body["accountId"] = second
         placed = await client.call("order/placeorder", 4, "", orjson.dumps(body).decode())
@@ -134,10 +161,17 @@ async def test_contract_find() -> None:
 async def test_placeorder_market_fills_and_updates_truth() -> None:
     async with open_simulator(QUIET) as sim, open_raw(sim) as client:
         reply = await _sync(client, sim)
-        state = apply_snapshot(reply["d"])  # type: ignore[arg-type]
-        account = reply["d"]["accounts"][0]  # type: ignore[index]
-        body = {"accountSpec": account["name"], "accountId": account["id"], "action": "Sell",
-                "symbol": "NQZ6", "orderQty": 2, "orderType": "Market", "isAutomated": True}
+        state = apply_snapshot(reply["d"])
+        account = reply["d"]["accounts"][0]
+        body = {
+            "accountSpec": account["name"],
+            "accountId": account["id"],
+            "action": "Sell",
+            "symbol": "NQZ6",
+            "orderQty": 2,
+            "orderType": "Market",
+            "isAutomated": True,
+        }
         placed = await client.call("order/placeorder", 2, "", orjson.dumps(body).decode())
         assert placed["s"] == 200
         order_id = placed["d"]["orderId"]
@@ -160,8 +194,13 @@ async def test_placeorder_validation() -> None:
         bad_json = await client.call("order/placeorder", 1, "", "{")
         assert bad_json["s"] == 400
         assert isinstance(bad_json["d"], str)
-        body = {"accountId": 1, "action": "Buy", "symbol": "ESZ6", "orderQty": 1,
-                "orderType": "Market"}
+        body = {
+            "accountId": 1,
+            "action": "Buy",
+            "symbol": "ESZ6",
+            "orderQty": 1,
+            "orderType": "Market",
+        }
         denied = await client.call("order/placeorder", 2, "", orjson.dumps(body).decode())
         assert denied["s"] == 200
         assert denied["d"]["failureReason"] == "UnknownReason"
@@ -171,14 +210,17 @@ async def test_placeorder_validation() -> None:
 async def test_cancel_order() -> None:
     async with open_simulator(QUIET) as sim, open_raw(sim) as client:
         await client.authorize(sim.issue_token())
-        working = [e for (t, _), e in sim.truth().items()
-                   if t == "order" and e["ordStatus"] == "Working"]
-        reply = await client.call("order/cancelorder", 1, "",
-                                  orjson.dumps({"orderId": working[0]["id"]}).decode())
+        working = [
+            e for (t, _), e in sim.truth().items() if t == "order" and e["ordStatus"] == "Working"
+        ]
+        reply = await client.call(
+            "order/cancelorder", 1, "", orjson.dumps({"orderId": working[0]["id"]}).decode()
+        )
         assert reply["s"] == 200
         assert sim.truth()[("order", working[0]["id"])]["ordStatus"] == "Canceled"
-        again = await client.call("order/cancelorder", 2, "",
-                                  orjson.dumps({"orderId": working[0]["id"]}).decode())
+        again = await client.call(
+            "order/cancelorder", 2, "", orjson.dumps({"orderId": working[0]["id"]}).decode()
+        )
         assert "failureText" in again["d"]
 
 

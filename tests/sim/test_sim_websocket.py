@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import orjson
 import pytest
 import trio
 import trio.testing
-from sim_rawclient import open_raw
 from trio_websocket import ConnectionClosed, ConnectionRejected, wrap_client_stream
 
 from trio_tradovate.sim import SimConfig, open_simulator
+from trio_tradovate.sim.rawclient import open_raw
 
 QUIET = SimConfig(activity_interval=None)
 
@@ -137,9 +139,8 @@ async def test_client_close_is_recorded(autojump_clock: trio.testing.MockClock) 
     async with open_simulator(QUIET) as sim:
         async with open_raw(sim) as client:
             await client.authorize(sim.issue_token())
-        with trio.fail_after(1):
-            while sim.sockets[0].closed_at is None:
-                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sim.sockets[0].closed_at is not None
         assert sim.sockets[0].close_reason == "client closed"
 
 
@@ -149,7 +150,7 @@ async def test_wrong_resource_is_rejected_404() -> None:
         codes: list[int] = []
         try:
             async with trio.open_nursery() as nursery:
-                await wrap_client_stream(nursery, stream, "h", "/v1/other")
+                await wrap_client_stream(nursery, cast(trio.SocketStream, stream), "h", "/v1/other")
         except* ConnectionRejected as group:
             codes = [exc.status_code for exc in _leaves(group)]
         await stream.aclose()
@@ -172,6 +173,7 @@ async def test_closed_socket_raises_connection_closed_for_client() -> None:
     async with open_simulator(QUIET) as sim, open_raw(sim) as client:
         await client.authorize(sim.issue_token())
         await sim.close_connections()
+        frames = await client.until_closed()
+        assert frames == ['c[3000,"Go away!"]']
         with pytest.raises(ConnectionClosed):
-            while True:
-                await client.recv()
+            await client.recv()

@@ -1,14 +1,16 @@
-"""A deliberately tiny websocket client for simulator tests (not the engine).
+"""A deliberately tiny protocol-level websocket client for simulator tests (not the engine).
 
-It speaks the wire format of tradovate-protocol.md §2-§3 directly so that the tests check the
-simulator against the protocol reference, not against the engine's interpretation of it.
+It speaks the wire format of tradovate-protocol.md §2-§3 directly so that tests check the
+simulator against the protocol reference, not against the engine's interpretation of it. It
+lives in the package (rather than under ``tests/``) so that mypy and every test directory can
+import it; it has no retry, reconnection or state logic on purpose.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import trio
@@ -19,7 +21,10 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from trio_tradovate.sim import COLLECTIONS, Simulator
+from ._simulator import Simulator
+from ._world import COLLECTIONS
+
+__all__ = ["RawClient", "State", "apply_events", "apply_snapshot", "open_raw", "open_raw_url"]
 
 State = dict[tuple[str, int], dict[str, Any]]
 
@@ -60,7 +65,9 @@ class RawClient:
                     found = message
         return found
 
-    async def call(self, endpoint: str, rid: int, query: str = "", body: str = "") -> dict[str, Any]:
+    async def call(
+        self, endpoint: str, rid: int, query: str = "", body: str = ""
+    ) -> dict[str, Any]:
         await self.request(endpoint, rid, query, body)
         return await self.response(rid)
 
@@ -82,7 +89,11 @@ async def open_raw(sim: Simulator) -> AsyncIterator[RawClient]:
     """One in-memory websocket to ``sim``; the ``o`` frame is consumed and checked."""
     stream = await sim.connector()("demo.tradovateapi.com", 443, tls=True)
     async with trio.open_nursery() as nursery:
-        ws = await wrap_client_stream(nursery, stream, "demo.tradovateapi.com", "/v1/websocket")
+        # trio-websocket annotates SocketStream/SSLStream but works over any trio Stream
+        # (trio-stack-notes §4), including this in-memory one.
+        ws = await wrap_client_stream(
+            nursery, cast(trio.SocketStream, stream), "demo.tradovateapi.com", "/v1/websocket"
+        )
         client = RawClient(ws)
         try:
             assert await client.recv() == "o"
