@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trio_tradovate.sim import SimConfig
 from trio_tradovate.sim._core import CloseSocket, SendFrame, SimCore
+from trio_tradovate.sim.rawclient import apply_events, apply_snapshot
 
 
 def _drain(outbox: deque[SendFrame | CloseSocket]) -> list[SendFrame | CloseSocket]:
@@ -59,3 +64,19 @@ def test_token_repr_hides_value() -> None:
     assert token is not None
     assert value not in repr(token)
     assert value not in repr(core.auth)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32), steps=st.integers(1, 60), accounts=st.integers(1, 4))
+def test_snapshot_plus_broadcast_batches_equal_truth(seed: int, steps: int, accounts: int) -> None:
+    """The invariant every engine test leans on: snapshot + props == truth, for any seed."""
+    core = SimCore(SimConfig(seed=seed, accounts=accounts), now=0.0)
+    state = apply_snapshot(core.world.snapshot(None, None))
+    events: list[dict[str, Any]] = []
+    for step in range(steps):
+        for batch in core.world.activity_step(float(step)):
+            events.extend(p.message() for p in batch)
+    apply_events(state, events)
+    assert state == core.world.truth()
+    positions = [e for (t, _), e in core.world.truth().items() if t == "position"]
+    assert all((p["netPos"] == 0) == (p["netPrice"] is None) for p in positions)

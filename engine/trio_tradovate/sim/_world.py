@@ -389,9 +389,10 @@ class World:
         return position, created, round(pnl, 2)
 
     def _new(self, entity_type: str, now: float, **fields: Any) -> Entity:
-        entity_id = self._next_id.setdefault(
-            entity_type, self._rng.randrange(10_000, 90_000) * 1000
-        )
+        # Each type's ids start at a seeded, realistic-looking base and then count up.
+        if entity_type not in self._next_id:
+            self._next_id[entity_type] = self._rng.randrange(10_000, 90_000) * 1000
+        entity_id = self._next_id[entity_type]
         self._next_id[entity_type] = entity_id + 1
         entity: Entity = {"id": entity_id, "timestamp": self._clock.iso(now), **fields}
         self._store[entity_type][entity_id] = entity
