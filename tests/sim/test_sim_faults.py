@@ -9,6 +9,7 @@ import trio.testing
 
 from trio_tradovate.sim import SimConfig, open_simulator
 from trio_tradovate.sim.rawclient import open_raw
+from trio_tradovate.transport import Connector
 
 QUIET = SimConfig(activity_interval=None)
 
@@ -85,7 +86,7 @@ async def test_shutdown_event_then_close() -> None:
 
 async def test_refuse_connections_until(autojump_clock: trio.testing.MockClock) -> None:
     async with open_simulator(QUIET) as sim:
-        connect = sim.connector()
+        connect: Connector = sim.connector()  # structurally a transport.Connector
         sim.refuse_connections(trio.current_time() + 5)
         with pytest.raises(ConnectionRefusedError):
             await connect("demo.tradovateapi.com", 443, tls=True)
