@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import pytest
@@ -73,7 +74,7 @@ async def test_heartbeats_at_configured_interval(
         await engine.wait_for(State.LIVE)
         await trio.sleep(60)
     beats = sim.sockets[0].client_heartbeats
-    gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(beats)]
     assert len(beats) >= 39
     assert all(abs(gap - 1.5) < 1e-6 for gap in gaps), gaps
 
@@ -145,9 +146,7 @@ async def test_requests_correlate_and_fail_typed(
 ) -> None:
     async with open_engine(config_for(sim)) as engine:
         accounts = await engine.request("account/list")
-        assert {a["id"] for a in accounts} == {
-            key[1] for key in sim.truth() if key[0] == "account"
-        }
+        assert {a["id"] for a in accounts} == {key[1] for key in sim.truth() if key[0] == "account"}
         with pytest.raises(RequestError) as info:
             await engine.request("no/such")
         assert info.value.status == 404

@@ -26,8 +26,14 @@ from trio_tradovate.protocol import (
         ("o", [Open()]),
         ("h", [Heartbeat()]),
         ('a[{"i":0,"s":200}]', [Response(0, 200, None)]),
-        ('a[{"s":401,"i":3,"d":"Invalid access token"}]', [Response(3, 401, "Invalid access token")]),
-        ('a[{"i":7,"s":200,"d":{"id":1,"name":"ESM2"}}]', [Response(7, 200, {"id": 1, "name": "ESM2"})]),
+        (
+            'a[{"s":401,"i":3,"d":"Invalid access token"}]',
+            [Response(3, 401, "Invalid access token")],
+        ),
+        (
+            'a[{"i":7,"s":200,"d":{"id":1,"name":"ESM2"}}]',
+            [Response(7, 200, {"id": 1, "name": "ESM2"})],
+        ),
         (
             'a[{"e":"props","d":{"entityType":"order","eventType":"Created","entity":{"id":1}}}]',
             [Push("props", {"entityType": "order", "eventType": "Created", "entity": {"id": 1}})],
@@ -38,7 +44,10 @@ from trio_tradovate.protocol import (
         ),
         ('a[{"e":"md","d":{"quotes":[]}}]', [Push("md", {"quotes": []})]),
         ('a[{"e":"chart","d":{"charts":[]}}]', [Push("chart", {"charts": []})]),
-        ('a[{"e":"clock","d":"{\\"t\\":\\"x\\",\\"s\\":20}"}]', [Push("clock", '{"t":"x","s":20}')]),
+        (
+            'a[{"e":"clock","d":"{\\"t\\":\\"x\\",\\"s\\":20}"}]',
+            [Push("clock", '{"t":"x","s":20}')],
+        ),
         ('a[{"e":"brandNew","d":1}]', [Push("brandNew", 1)]),
         ('c[3000,"Go away!"]', [Close(3000, "Go away!")]),
         ("a[]", []),
@@ -94,8 +103,18 @@ def test_excerpt_is_truncated() -> None:
 
 @pytest.mark.parametrize(
     "element",
-    ["1", '"text"', "null", "[]", '{"i":1}', '{"s":200}', '{"i":"1","s":200}', '{"i":true,"s":200}',
-     '{"e":5,"d":1}', '{"e":"","d":1}'],
+    [
+        "1",
+        '"text"',
+        "null",
+        "[]",
+        '{"i":1}',
+        '{"s":200}',
+        '{"i":"1","s":200}',
+        '{"i":true,"s":200}',
+        '{"e":5,"d":1}',
+        '{"e":"","d":1}',
+    ],
 )
 def test_a_bad_element_does_not_lose_its_neighbours(element: str) -> None:
     events = parse_frame(f'a[{{"i":1,"s":200}},{element},{{"i":2,"s":200}}]')

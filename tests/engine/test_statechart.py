@@ -50,8 +50,14 @@ def test_happy_path_and_records() -> None:
 
 @pytest.mark.parametrize(
     ("setup", "trigger"),
-    [([], "synced"), ([], "retry"), (["start"], "authorized"), (["start", "close"], "start"),
-     (["start", "close"], "close"), ([], "no_such_trigger")],
+    [
+        ([], "synced"),
+        ([], "retry"),
+        (["start"], "authorized"),
+        (["start", "close"], "start"),
+        (["start", "close"], "close"),
+        ([], "no_such_trigger"),
+    ],
 )
 def test_invalid_trigger_raises_and_leaves_state_unchanged(setup: list[str], trigger: str) -> None:
     chart = make()

@@ -1,0 +1,315 @@
+"""The ``trio-tradovate`` command: ``demo``, ``stream``, ``sim`` and ``diagram``.
+
+Every command is an ``async def run_*`` that tests drive under a virtual clock; :func:`main`
+only parses arguments, turns configuration mistakes into one line and exit code 2, and runs
+trio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+import trio
+
+from .config import ENVIRONMENTS, Credentials, EngineConfig
+from .engine import Engine, open_engine
+from .errors import ConfigError, EngineStopped
+from .statechart import DIAGRAM_FILES, State, TransitionRecord
+from .store import EntityChange
+
+EXIT_USAGE = 2
+
+ENV_VARS = (
+    "TRADOVATE_USERNAME",
+    "TRADOVATE_PASSWORD",
+    "TRADOVATE_APP_ID",
+    "TRADOVATE_APP_VERSION",
+    "TRADOVATE_CID",
+    "TRADOVATE_SEC",
+    "TRADOVATE_DEVICE_ID",
+    "TRADOVATE_ACCESS_TOKEN",
+)
+
+
+# ------------------------------------------------------------------------------------ diagram
+
+
+def run_diagram(write: Path | None, fmt: str, out: TextIO) -> int:
+    """Print one diagram, or write every statechart file into ``write``."""
+    if write is None:
+        out.write(DIAGRAM_FILES[f"connection.{fmt}"]())
+        return 0
+    write.mkdir(parents=True, exist_ok=True)
+    for name, render in DIAGRAM_FILES.items():
+        (write / name).write_text(render())
+        out.write(f"wrote {write / name}\n")
+    return 0
+
+
+# --------------------------------------------------------------------------------------- demo
+
+
+def _format_transition(record: TransitionRecord, origin: float) -> str:
+    return (
+        f"[{record.time - origin:7.2f}s] #{record.seq:<3} {record.source.value:>14} -> "
+        f"{record.dest.value:<14} gen {record.generation}  {record.reason}"
+    )
+
+
+def account_view(engine: Engine) -> str:
+    """A few lines summing up the synced account: positions, working orders, fills, cash."""
+    store = engine.store
+    names = {c["id"]: c.get("name", c["id"]) for c in store.of_type("contract")}
+    positions = [
+        f"{names.get(p.get('contractId'), p.get('contractId'))} {p.get('netPos'):+}"
+        for p in store.of_type("position")
+        if p.get("netPos")
+    ]
+    working = [o for o in store.of_type("order") if o.get("ordStatus") == "Working"]
+    fills = store.of_type("fill")
+    balances = [
+        f"{b.get('accountId')}: {float(b.get('amount', 0)):,.2f}"
+        for b in store.of_type("cashBalance")
+    ]
+    return (
+        f"  positions: {', '.join(positions) or 'flat'}\n"
+        f"  working orders: {len(working)}   fills: {len(fills)}\n"
+        f"  cash: {'; '.join(balances) or '-'}\n"
+    )
+
+
+async def run_demo(duration: float, seed: int, out: TextIO) -> int:
+    """Simulator and engine in one process; one forced drop halfway; transitions as they happen."""
+    from .sim import SimConfig, open_simulator
+
+    async with open_simulator(SimConfig(seed=seed)) as sim:
+        config = EngineConfig(
+            credentials=Credentials(sim.config.username, sim.config.password),
+            connector=sim.connector(),
+            http_transport=sim.rest_transport(),
+            wall_clock=lambda: sim._core.clock.at(trio.current_time()),
+            seed=seed,
+        )
+        out.write(
+            "trio-tradovate demo: engine <-> embedded Tradovate simulator "
+            f"(seed {seed}, {duration:g} s)\n"
+        )
+        origin = trio.current_time()
+        async with open_engine(config) as engine, trio.open_nursery() as nursery:
+            transitions = engine.watch_transitions()
+
+            async def show_transitions() -> None:
+                async for record in transitions:
+                    out.write(_format_transition(record, origin) + "\n")
+
+            nursery.start_soon(show_transitions)
+            started = trio.current_time()
+            dropped = False
+            while trio.current_time() - started < duration:
+                await trio.sleep(min(2.0, duration))
+                if engine.state is State.LIVE:
+                    out.write(
+                        f"account after {trio.current_time() - started:5.1f} s "
+                        f"({engine.counters['props_events']} events):\n"
+                    )
+                    out.write(account_view(engine))
+                if not dropped and trio.current_time() - started >= duration / 2:
+                    dropped = True
+                    out.write(">>> simulator drops every connection now (abrupt TCP drop)\n")
+                    await sim.drop_connections()
+            nursery.cancel_scope.cancel()
+        for record in engine.transitions[-1:]:
+            out.write(_format_transition(record, origin) + "\n")
+        sim.pause_activity()
+        reconnects = sum(1 for r in engine.transitions if r.trigger == "retry")
+        out.write(f"done: {reconnects} reconnect(s), {len(engine.store)} entities in store\n")
+    return 0
+
+
+# ------------------------------------------------------------------------------------- stream
+
+
+def config_from_env(args: argparse.Namespace, env: Mapping[str, str]) -> EngineConfig:
+    """Build a config from ``--env``/``--rest-url``/``--ws-url`` and ``TRADOVATE_*`` variables.
+
+    Raises:
+        ConfigError: something is missing or malformed; the message says what to set.
+    """
+    rest_url = args.rest_url or ENVIRONMENTS[args.env]
+    token = env.get("TRADOVATE_ACCESS_TOKEN") or None
+    credentials = None
+    if env.get("TRADOVATE_USERNAME") or env.get("TRADOVATE_PASSWORD") or not token:
+        missing = [v for v in ("TRADOVATE_USERNAME", "TRADOVATE_PASSWORD") if not env.get(v)]
+        if missing and not token:
+            raise ConfigError(
+                f"set {' and '.join(missing)} (plus TRADOVATE_APP_ID, TRADOVATE_CID, "
+                "TRADOVATE_SEC for API-key logins), or TRADOVATE_ACCESS_TOKEN"
+            )
+        if not missing:
+            cid: int | str | None = env.get("TRADOVATE_CID") or None
+            if isinstance(cid, str) and cid.isdigit():
+                cid = int(cid)
+            credentials = Credentials(
+                username=env["TRADOVATE_USERNAME"],
+                password=env["TRADOVATE_PASSWORD"],
+                app_id=env.get("TRADOVATE_APP_ID") or None,
+                app_version=env.get("TRADOVATE_APP_VERSION") or "1.0",
+                cid=cid,
+                sec=env.get("TRADOVATE_SEC") or None,
+                device_id=env.get("TRADOVATE_DEVICE_ID") or None,
+            )
+    return EngineConfig(
+        rest_url=rest_url.rstrip("/"),
+        ws_url=args.ws_url,
+        credentials=credentials,
+        access_token=token if credentials is None else None,
+    )
+
+
+def _json_line(kind: str, payload: dict[str, Any]) -> str:
+    return orjson.dumps({"type": kind, **payload}).decode() + "\n"
+
+
+async def run_stream(
+    config: EngineConfig,
+    out: TextIO,
+    *,
+    stop_signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
+    until: Callable[[Engine], bool] | None = None,
+) -> int:
+    """One JSON line per transition and per entity change, until a signal (exit 0)."""
+    async with open_engine(config) as engine, trio.open_nursery() as nursery:
+        transitions = engine.watch_transitions()
+        changes = engine.events()
+
+        async def print_transitions() -> None:
+            async for record in transitions:
+                out.write(_json_line("transition", record.as_dict()))
+                out.flush()
+
+        async def print_changes() -> None:
+            change: EntityChange
+            async for change in changes:
+                out.write(_json_line("change", change.as_dict()))
+                out.flush()
+                if until is not None and until(engine):
+                    nursery.cancel_scope.cancel()
+
+        nursery.start_soon(print_transitions)
+        nursery.start_soon(print_changes)
+        if stop_signals:
+            with trio.open_signal_receiver(*stop_signals) as signals:
+                async for _ in signals:
+                    break
+        else:
+            await trio.sleep_forever()
+        nursery.cancel_scope.cancel()
+    return 0 if engine.stop_reason is None or "application closed" in engine.stop_reason else 1
+
+
+# ---------------------------------------------------------------------------------------- sim
+
+
+async def run_sim(
+    host: str,
+    port: int,
+    seed: int,
+    out: TextIO,
+    *,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+) -> int:
+    """A simulator on a real loopback port; prints its URLs and runs until cancelled."""
+    from .sim import SimConfig, open_simulator, open_simulator_server
+
+    async with (
+        open_simulator(SimConfig(seed=seed)) as sim,
+        open_simulator_server(sim, host=host, port=port) as server,
+    ):
+        out.write(f"REST      {server.rest_url}\n")
+        out.write(f"websocket {server.ws_url}\n")
+        out.write(
+            f"user {sim.config.username!r} (password: the SimConfig default, see "
+            "docs/simulator.md); Ctrl-C stops\n"
+        )
+        out.flush()
+        task_status.started(server)
+        await trio.sleep_forever()
+    return 0  # pragma: no cover - only reached through cancellation
+
+
+# ------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also documents every command in ``--help``)."""
+    parser = argparse.ArgumentParser(prog="trio-tradovate", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="engine against the embedded simulator")
+    demo.add_argument("--duration", type=float, default=20.0, help="seconds to run (20)")
+    demo.add_argument("--seed", type=int, default=1, help="simulator and jitter seed")
+
+    stream = commands.add_parser(
+        "stream", help="connect to a Tradovate-compatible endpoint; JSON lines to stdout"
+    )
+    stream.add_argument("--env", choices=sorted(ENVIRONMENTS), default="demo")
+    stream.add_argument("--rest-url", help="REST base, e.g. http://127.0.0.1:8000/v1")
+    stream.add_argument("--ws-url", help="websocket URL (default: derived from the REST base)")
+
+    sim = commands.add_parser("sim", help="run the simulator on a loopback port")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    sim.add_argument("--seed", type=int, default=0)
+
+    diagram = commands.add_parser("diagram", help="print or write the statechart diagrams")
+    diagram.add_argument("--format", choices=("mmd", "dot", "json"), default="mmd")
+    diagram.add_argument("--write", type=Path, help="write every file into this directory")
+    return parser
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "diagram":
+            return run_diagram(args.write, args.format, sys.stdout)
+        if args.command == "demo":
+            _check(args.duration > 0, "--duration must be > 0 seconds")
+            logging.basicConfig(level=logging.WARNING, format="           log: %(message)s")
+            return trio.run(run_demo, args.duration, args.seed, sys.stdout)
+        if args.command == "sim":
+            loopback = args.host in ("127.0.0.1", "localhost", "::1")
+            _check(loopback, "the simulator only listens on loopback: use --host 127.0.0.1")
+            return trio.run(run_sim, args.host, args.port, args.seed, sys.stdout)
+        config = config_from_env(args, os.environ)
+        return trio.run(run_stream, config, sys.stdout)
+    except ConfigError as exc:
+        sys.stderr.write(f"trio-tradovate: {exc}\n")
+        return EXIT_USAGE
+    except EngineStopped as exc:
+        sys.stderr.write(f"trio-tradovate: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+def console_main() -> None:  # pragma: no cover - thin wrapper for the console script
+    """``trio-tradovate`` console script."""
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    console_main()

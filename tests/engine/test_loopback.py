@@ -1,0 +1,44 @@
+"""One real-socket run: REST and websocket over 127.0.0.1, connect -> live -> drop -> live.
+
+Real clock on purpose (MockClock's autojump can jump while bytes sit in the kernel), with
+generous limits; nothing here times anything.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from trio_tradovate import Credentials, EngineConfig, State, open_engine
+from trio_tradovate.sim import SimConfig, open_simulator, open_simulator_server
+
+from ..conftest import sim_wall_clock
+
+
+@pytest.mark.loopback
+async def test_connect_live_drop_live_over_loopback() -> None:
+    with trio.fail_after(30):
+        async with (
+            open_simulator(SimConfig(seed=11, activity_interval=0.2)) as sim,
+            open_simulator_server(sim) as server,
+        ):
+            assert server.rest_url.startswith("http://127.0.0.1:")
+            config = EngineConfig(
+                rest_url=server.rest_url,
+                credentials=Credentials(sim.config.username, sim.config.password),
+                wall_clock=sim_wall_clock(sim),
+                backoff=__import__("trio_tradovate").BackoffPolicy(initial=0.2),
+                seed=5,
+            )
+            async with open_engine(config) as engine:
+                await engine.wait_for(State.LIVE)
+                assert engine.config.websocket_url == server.ws_url
+                await sim.drop_connections()
+                await engine.wait_for(State.BACKOFF)
+                await engine.wait_for(State.LIVE)
+                assert engine.generation == 2
+                sim.pause_activity()
+                await trio.sleep(0.5)
+                assert engine.store.as_dict() == sim.truth()
+            assert [a.syncrequest_count for a in sim.sockets] == [1, 1]
+            assert engine.state is State.STOPPED
