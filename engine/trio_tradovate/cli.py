@@ -242,7 +242,6 @@ async def run_sim(
         out.flush()
         task_status.started(server)
         await trio.sleep_forever()
-    return 0  # pragma: no cover - only reached through cancellation
 
 
 # ------------------------------------------------------------------------------------- parser
