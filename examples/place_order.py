@@ -19,11 +19,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import trio
+import trio.lowlevel
 
 from trio_tradovate import (
     Credentials,
     Engine,
     EngineConfig,
+    EntityChange,
     OutcomeUnknown,
     RequestError,
     State,
@@ -77,18 +79,24 @@ def order_body(engine: Engine, quantity: int = 1) -> dict[str, Any]:
 
 
 async def wait_for_entity(
-    engine: Engine, entity_type: str, entity_id: int, limit: float
+    engine: Engine,
+    changes: trio.MemoryReceiveChannel[EntityChange],
+    entity_type: str,
+    entity_id: int,
+    limit: float,
 ) -> Mapping[str, Any] | None:
     """Wait up to ``limit`` seconds for an entity to reach the store.
 
     Tradovate does not order a reply against its ``props`` events: the order can be in the
-    store before ``request`` returns, or a moment after. Polling the store is the simplest
-    correct wait for an example; an application would read :meth:`Engine.events` instead.
+    store before ``request`` returns, or arrive a moment after. So look in the store first,
+    then read the change stream until the entity shows up.
     """
     with trio.move_on_after(limit):
-        while (entity := engine.store.get(entity_type, entity_id)) is None:
-            await trio.sleep(0.05)
-        return entity
+        if (entity := engine.store.get(entity_type, entity_id)) is not None:
+            return entity
+        async for change in changes:
+            if (change.entity_type, change.entity_id) == (entity_type, entity_id):
+                return change.entity
     return None
 
 
@@ -100,6 +108,9 @@ async def main(duration: float = 10.0) -> OrderResult:
         open_engine(engine_config_for(sim, started_at)) as engine,
     ):
         await engine.wait_for(State.LIVE)
+        # Subscribed after the snapshot, so only live changes arrive. The channel is bounded:
+        # a program that subscribes must keep reading, or the engine's reader waits for it.
+        changes = engine.events()
         body = order_body(engine)
 
         # 1. A good order. Tradovate answers a refused order with status 200 and a
@@ -115,7 +126,7 @@ async def main(duration: float = 10.0) -> OrderResult:
         else:
             if "orderId" in answer:
                 order_id = int(answer["orderId"])
-                order = await wait_for_entity(engine, "order", order_id, duration / 2)
+                order = await wait_for_entity(engine, changes, "order", order_id, duration / 2)
                 # A market order fills at once: wait a moment for the Filled update too.
                 await trio.sleep(1)
                 order = engine.store.get("order", order_id) or order
@@ -150,7 +161,7 @@ async def main(duration: float = 10.0) -> OrderResult:
                     print(f"{exc}; waiting for the re-sync to find out")
 
             nursery.start_soon(place)
-            await trio.sleep(0)  # let the request be queued, not necessarily answered
+            await trio.lowlevel.checkpoint()  # let the request be queued, not answered
             await sim.drop_connections()
         if outcome == "unknown":
             await engine.wait_for(State.LIVE)

@@ -1,0 +1,133 @@
+"""Watch the engine ride out a series of server faults, live, through ``watch_transitions``.
+
+::
+
+    .venv/bin/python examples/ride_out_faults.py
+
+The simulator plays four faults in turn: a half-open socket (the server goes silent), a close
+frame ``c[3000,"Go away!"]``, a maintenance ``shutdown`` event, and a period of refused
+connections. After each one the engine backs off, reconnects, logs in and re-syncs once; the
+application only sees the transition records and, at the end, a store equal to the server's.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import trio
+
+from trio_tradovate import (
+    BackoffPolicy,
+    Credentials,
+    EngineConfig,
+    State,
+    TransitionRecord,
+    open_engine,
+)
+from trio_tradovate.sim import SimConfig, Simulator, open_simulator
+
+
+@dataclass(frozen=True)
+class FaultsResult:
+    """The transitions a watcher received and the engine's counters at the end."""
+
+    watched: tuple[TransitionRecord, ...]
+    counters: dict[str, int]
+    sockets_opened: int
+    syncs_per_socket: tuple[int, ...]
+    store_matches_truth: bool
+
+
+def engine_config_for(sim: Simulator, started_at: float) -> EngineConfig:
+    """An engine config reaching ``sim`` in memory, with faster fault detection than default.
+
+    ``server_silence_timeout`` of 5 s (default 10 s) notices the stall sooner; the backoff cap
+    of 4 s keeps the demo short while still showing growing, jittered delays.
+    """
+    epoch = datetime.fromisoformat(sim.config.epoch.replace("Z", "+00:00")).astimezone(UTC)
+
+    def sim_now() -> datetime:
+        return epoch + timedelta(seconds=trio.current_time() - started_at)
+
+    return EngineConfig(
+        credentials=Credentials(sim.config.username, sim.config.password),
+        connector=sim.connector(),
+        http_transport=sim.rest_transport(),
+        wall_clock=sim_now,
+        server_silence_timeout=5.0,
+        backoff=BackoffPolicy(initial=0.5, cap=4.0, stable_after=30.0),
+        seed=1,
+    )
+
+
+async def main(duration: float = 4.0) -> FaultsResult:
+    """Play the faults ``duration`` seconds apart (a little longer for the stall and refusal)."""
+    started_at = trio.current_time()
+    watched: list[TransitionRecord] = []
+    async with open_simulator(SimConfig(seed=11)) as sim:
+        async with open_engine(engine_config_for(sim, started_at)) as engine:
+            transitions = engine.watch_transitions()
+
+            async def print_transitions() -> None:
+                async for record in transitions:
+                    watched.append(record)
+                    print(
+                        f"t={record.time:7.3f} gen {record.generation}: "
+                        f"{record.source.value:>14} -> {record.dest.value:<14} {record.reason}"
+                    )
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(print_transitions)
+                await engine.wait_for(State.LIVE)
+                await trio.sleep(duration)
+
+                print("--- the server goes silent (half-open socket) ---")
+                sim.stall()
+                await engine.wait_for(State.BACKOFF)
+                sim.stall(False)
+                await engine.wait_for(State.LIVE)
+                await trio.sleep(duration)
+
+                print("--- the server sends a close frame ---")
+                await sim.close_connections()
+                # wait_for returns at once when the state already matches, and the engine may
+                # not have read the close yet: wait for it to leave LIVE first.
+                await engine.wait_for(State.BACKOFF)
+                await engine.wait_for(State.LIVE)
+                await trio.sleep(duration)
+
+                print("--- the server announces maintenance ---")
+                await sim.shutdown("Maintenance", "weekly restart")
+                await engine.wait_for(State.BACKOFF)
+                await engine.wait_for(State.LIVE)
+                await trio.sleep(duration)
+
+                print("--- the server refuses connections for a while ---")
+                sim.refuse_connections(until=trio.current_time() + duration)
+                await sim.drop_connections()
+                await engine.wait_for(State.BACKOFF)
+                await engine.wait_for(State.LIVE)
+
+                sim.pause_activity()
+                await trio.sleep(1)  # let the frames already sent arrive before comparing
+                matches = engine.store.as_dict() == sim.truth()
+                nursery.cancel_scope.cancel()
+        counters = Counter(engine.counters)
+        print("--- counters ---")
+        for name, value in sorted(counters.items()):
+            print(f"{name:>32}: {value}")
+        print(f"store equals the simulator's truth: {matches}")
+        sockets = sim.sockets
+    return FaultsResult(
+        tuple(watched),
+        dict(counters),
+        len(sockets),
+        tuple(audit.syncrequest_count for audit in sockets),
+        matches,
+    )
+
+
+if __name__ == "__main__":
+    trio.run(main)
