@@ -185,8 +185,12 @@ async def run_stream(
     stop_signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
     until: Callable[[Engine], bool] | None = None,
 ) -> int:
-    """One JSON line per transition and per entity change, until a signal (exit 0)."""
-    async with open_engine(config) as engine, trio.open_nursery() as nursery:
+    """One JSON line per transition and per entity change, until a signal (exit 0).
+
+    The printers live in a nursery *outside* the engine, so the final ``stopped`` transition
+    is printed too: the engine closes both channels when it reaches that state.
+    """
+    async with trio.open_nursery() as nursery, open_engine(config) as engine:
         transitions = engine.watch_transitions()
         changes = engine.events()
 
@@ -211,7 +215,6 @@ async def run_stream(
                     break
         else:
             await trio.sleep_forever()
-        nursery.cancel_scope.cancel()
     return 0 if engine.stop_reason is None or "application closed" in engine.stop_reason else 1
 
 

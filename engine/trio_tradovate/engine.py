@@ -215,6 +215,7 @@ class Engine:
         self._watchers: list[trio.MemorySendChannel[TransitionRecord]] = []
         self._run_scope = trio.CancelScope()
         self._stop_reason: str | None = None
+        self._stop_error: TradovateError | None = None
         self._entity_types = _entity_types_of(config.sync_body)
 
     # ----------------------------------------------------------------- public, read-only view
@@ -274,7 +275,9 @@ class Engine:
             if self.state in states and self._chart.records:
                 return self._chart.records[-1]
             if self.state is State.STOPPED:
-                raise EngineStopped(self._stop_reason or "stopped")
+                raise EngineStopped(self._stop_reason or "stopped", self._stop_error) from (
+                    self._stop_error
+                )
             await self._state_changed.wait()
 
     async def request(
@@ -357,6 +360,7 @@ class Engine:
         with self._run_scope:
             await self._run()
         if self.state is not State.STOPPED:
+            self._stop_error = None
             self._fire("close", "application closed the engine")
         self._events_send.close()
         for watcher in self._watchers:
@@ -368,6 +372,7 @@ class Engine:
             self._generation += 1
             fault = await self._connection_cycle()
             self.counters[f"fault.{fault.kind}"] += 1
+            self._stop_error = fault.error  # kept only if this fault ends up stopping us
             if fault.trigger == "fail":
                 logger.error("%s; the engine stops (nothing to retry with)", fault.describe())
                 self._fire("fail", fault.describe())

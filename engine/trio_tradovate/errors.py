@@ -213,11 +213,16 @@ class OutcomeUnknown(TradovateError):
 
 
 class EngineStopped(TradovateError):
-    """The engine reached its terminal state; ``reason`` says why."""
+    """The engine reached its terminal state; ``reason`` says why.
 
-    def __init__(self, reason: str) -> None:
+    ``error`` is the typed error that stopped it (for example an ``AuthenticationError``), or
+    ``None`` when the application closed it; it is also the ``__cause__``.
+    """
+
+    def __init__(self, reason: str, error: TradovateError | None = None) -> None:
         super().__init__(f"engine stopped: {reason}")
         self.reason = reason
+        self.error = error
 
 
 def classify_connect_error(exc: BaseException) -> ConnectError:
