@@ -106,6 +106,8 @@ async def test_invalid_credentials_stop_without_a_storm(
         with pytest.raises(EngineStopped) as info:
             await engine.wait_for(State.LIVE)
         assert "credentials_rejected" in info.value.reason
+        assert isinstance(info.value.error, AuthenticationError)
+        assert "Incorrect username or password" in str(info.value.error)
         await trio.sleep(600)
         assert engine.state is State.STOPPED
     assert sim.sockets == ()
@@ -171,5 +173,21 @@ async def test_no_secret_in_any_log_record(
         assert secret not in text
 
 
-async def test_authentication_error_is_raised_for_bad_token_type(sim: Simulator) -> None:
-    assert issubclass(AuthenticationError, Exception)
+async def test_sync_body_is_configurable_and_entity_types_filter_the_store(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    account_ids = sorted(k[1] for k in sim.truth() if k[0] == "account")
+    body = {"accounts": account_ids[:1], "entityTypes": ["order", "position", "account"]}
+    async with open_engine(config_for(sim, sync_body=body)) as engine:
+        await engine.wait_for(State.LIVE)
+        await trio.sleep(20)
+        await settle(sim)
+        types = {key[0] for key, _ in engine.store.items()}
+    assert types <= {"order", "position", "account"}
+    assert "order" in types
+    [audit] = sim.sockets
+    sync = [r for r in audit.requests if r.endpoint == "user/syncrequest"]
+    assert len(sync) == 1
+    import orjson
+
+    assert orjson.loads(sync[0].body) == body
