@@ -9,6 +9,7 @@ decides what to do with them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -117,13 +118,28 @@ async def request_access_token(
 async def renew_access_token(
     client: httpx.AsyncClient, rest_url: str, token: AccessToken
 ) -> AccessToken:
-    """``GET /auth/renewaccesstoken``: extends the session instead of opening a new one (§9)."""
-    request = client.build_request(
-        "GET",
-        f"{rest_url}/auth/renewaccesstoken",
-        headers={"Authorization": f"Bearer {token.token}"},
-    )
-    renewed = _token_from(await _send(client, request))
+    """``GET /auth/renewaccesstoken``: extends the session instead of opening a new one (§9).
+
+    A time penalty is honoured like the token request's, with the ticket as a query parameter
+    (a GET has no body; tradovate-protocol.md §13.12 leaves this open).
+    """
+    params: dict[str, str] = {}
+    for _ in range(MAX_PENALTIES + 1):
+        request = client.build_request(
+            "GET",
+            f"{rest_url}/auth/renewaccesstoken",
+            headers={"Authorization": f"Bearer {token.token}"},
+            params=params,
+        )
+        answer = await _send(client, request)
+        if isinstance(answer, dict) and "p-ticket" in answer and not answer.get("p-captcha"):
+            wait = float(answer.get("p-time") or 0)
+            logger.warning("token renewal penalised: waiting %.1f s, then resending", wait)
+            await trio.sleep(wait)
+            params = {"p-ticket": str(answer["p-ticket"])}
+            continue
+        break
+    renewed = _token_from(answer)
     if renewed.user_id is None and token.user_id is not None:
         renewed = AccessToken(
             renewed.token, renewed.md_token, renewed.expiration, token.user_id, token.name
@@ -141,3 +157,110 @@ async def fetch_user_id(client: httpx.AsyncClient, rest_url: str, token: AccessT
     if not isinstance(user_id, int):
         raise AuthenticationError("GET /auth/me did not return a userId", retryable=True)
     return user_id
+
+
+class TokenKeeper:
+    """Keeps one valid access token for the engine: renew ahead of expiry, single-flight.
+
+    Tradovate caps concurrent sessions at two and evicts the oldest when a third login
+    arrives (tradovate-protocol.md §9), so the keeper prefers ``renewaccesstoken`` (same
+    session) and logs in again only when renewal is refused. Every caller of :meth:`get`
+    shares one refresh at a time: concurrent needs wait for the same result instead of each
+    opening a session.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        rest_url: str,
+        credentials: Credentials | None,
+        initial: AccessToken | None,
+        *,
+        wall_clock: Callable[[], datetime],
+        margin: float,
+    ) -> None:
+        self._http = http
+        self._rest_url = rest_url
+        self._credentials = credentials
+        self._token = initial
+        self._rejected = False
+        self._wall_clock = wall_clock
+        self._margin = margin
+        self._lock = trio.Lock()
+        #: How many renewals and logins happened (for tests and health reports).
+        self.renewals = 0
+        self.logins = 0
+
+    @property
+    def token(self) -> AccessToken | None:
+        """The token currently held (possibly stale)."""
+        return self._token
+
+    def _good(self, token: AccessToken | None) -> bool:
+        if token is None or self._rejected:
+            return False
+        left = token.seconds_left(self._wall_clock())
+        return left is None or left > self._margin
+
+    async def get(self) -> AccessToken:
+        """A token that is neither rejected nor within ``margin`` of expiry.
+
+        Raises:
+            AuthenticationError: no token could be had (bad credentials, captcha, or a
+                caller-given token that the server refuses to renew).
+            ConnectError: the REST endpoint could not be reached.
+        """
+        async with self._lock:
+            if not self._good(self._token):
+                self._token = await self._refresh()
+                self._rejected = False
+            assert self._token is not None
+            return self._token
+
+    def reject(self, token: AccessToken) -> None:
+        """The server refused ``token`` (401 at authorize): the next :meth:`get` replaces it."""
+        if token is self._token:
+            self._rejected = True
+
+    async def _refresh(self) -> AccessToken:
+        current = self._token
+        if current is not None:
+            try:
+                renewed = await renew_access_token(self._http, self._rest_url, current)
+            except AuthenticationError as exc:
+                logger.info("token renewal refused (%s); %s", exc, "logging in again")
+            else:
+                self.renewals += 1
+                logger.info("access token renewed")
+                return renewed
+        if self._credentials is None:
+            raise AuthenticationError(
+                "the access token was rejected or expired and cannot be renewed; "
+                "give credentials so the engine can log in again",
+                status=401,
+            )
+        token = await request_access_token(self._http, self._rest_url, self._credentials)
+        self.logins += 1
+        logger.info("access token obtained by login for user %s", token.user_id)
+        return token
+
+    async def run(self) -> None:
+        """Renew in the background ``margin`` seconds before ``expirationTime``, forever.
+
+        A failed renewal (network, or refused) is retried after a minute; the next
+        connection attempt also refreshes through :meth:`get`, so nothing waits on this task.
+        """
+        while True:
+            token = self._token
+            left = token.seconds_left(self._wall_clock()) if token is not None else None
+            if left is None:
+                await trio.sleep(60)
+                continue
+            await trio.sleep(max(left - self._margin, 0.0))
+            if self._token is not token:
+                continue  # someone refreshed meanwhile
+            try:
+                await self.get()
+            except (AuthenticationError, ConnectError) as exc:
+                logger.warning("background token renewal failed (%s); retrying in 60 s", exc)
+                await trio.sleep(60)

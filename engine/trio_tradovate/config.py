@@ -90,6 +90,20 @@ class BackoffPolicy:
     cap: float = 30.0
     stable_after: float = 60.0
     retry_budget: int | None = None
+    #: After a *live* connection is lost, the first attempt comes within this many seconds
+    #: whatever the attempt count (Stage 2: "attempt reconnection within 10 seconds").
+    after_live_cap: float = 10.0
+    #: Minimum wait after a ``shutdown`` event, by reasonCode (tradovate-protocol.md §7, §10).
+    #: Quota codes mean another connection of ours would be evicted: wait far longer.
+    shutdown_delays: Mapping[str, float] = field(
+        default_factory=lambda: {
+            "Maintenance": 60.0,
+            "ConnectionQuotaReached": 900.0,
+            "IPQuotaReached": 1800.0,
+        }
+    )
+    #: Wait after a ``shutdown`` whose reasonCode is not in ``shutdown_delays``.
+    default_shutdown_delay: float = 60.0
 
     def __post_init__(self) -> None:
         if not (self.initial > 0 and math.isfinite(self.initial)):
@@ -102,6 +116,15 @@ class BackoffPolicy:
             raise ConfigError("BackoffPolicy.stable_after must be >= 0 s")
         if self.retry_budget is not None and self.retry_budget < 1:
             raise ConfigError("BackoffPolicy.retry_budget must be >= 1 or None (retry forever)")
+        if not 0 < self.after_live_cap <= self.cap:
+            raise ConfigError("BackoffPolicy.after_live_cap must be in (0, cap]")
+        delays = [*self.shutdown_delays.values(), self.default_shutdown_delay]
+        if any(not (d >= 0 and math.isfinite(d)) for d in delays):
+            raise ConfigError("BackoffPolicy shutdown delays must be finite and >= 0 s")
+
+    def shutdown_delay(self, reason_code: str) -> float:
+        """The minimum wait after a ``shutdown`` event with ``reason_code``."""
+        return self.shutdown_delays.get(reason_code, self.default_shutdown_delay)
 
     def ceiling(self, attempt: int) -> float:
         """The largest delay attempt ``attempt`` may wait."""
@@ -174,7 +197,12 @@ class EngineConfig:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
-        for name in ("max_message_size", "message_queue_size", "event_buffer"):
+        for name in (
+            "max_message_size",
+            "message_queue_size",
+            "event_buffer",
+            "receive_buffer_size",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
         if self.token_refresh_margin < 0:

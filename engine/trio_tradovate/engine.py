@@ -41,7 +41,9 @@ from .errors import (
     AuthenticationError,
     AuthenticationTimeout,
     ClosedByServer,
+    ConfigError,
     ConnectError,
+    ConnectionLost,
     ConnectTimeout,
     DNSError,
     EngineStopped,
@@ -132,6 +134,10 @@ class _Pending:
     done: trio.Event = field(default_factory=trio.Event)
     response: Response | None = None
     lost: bool = False
+    #: Written to the socket (so the server may have acted on it).
+    sent: bool = False
+    #: The caller stopped waiting (timeout or cancellation): if still queued, never send it.
+    abandoned: bool = False
 
 
 class _Connection:
@@ -151,7 +157,9 @@ class _Connection:
         self.early_props: list[Any] = []
         self.pending: dict[int, _Pending] = {}
         self.reports_send, self.reports = trio.open_memory_channel[_Report](64)
-        self.outbox_send, self.outbox = trio.open_memory_channel[str](256)
+        self.outbox_send, self.outbox = trio.open_memory_channel[tuple[str, _Pending]](256)
+        #: The fault that ended this connection, once the supervisor has it.
+        self.fault: _Fault | None = None
 
     def report(self, report: _Report) -> None:
         """Children call this; when the supervisor has already left, reports are dropped."""
@@ -202,9 +210,15 @@ class Engine:
         self._generation = 0
         self._failed_attempts = 0
         self._live_since: float | None = None
-        self._token: auth.AccessToken | None = (
-            auth.AccessToken(config.access_token, fresh=False) if config.access_token else None
+        self._keeper = auth.TokenKeeper(
+            http,
+            config.rest_url,
+            config.credentials,
+            auth.AccessToken(config.access_token, fresh=False) if config.access_token else None,
+            wall_clock=config.wall_clock,
+            margin=config.token_refresh_margin,
         )
+        self._auth_rejections = 0  # consecutive, reset when a connection goes live
         self._user_id = config.user_id
         self._conn: _Connection | None = None
         self._state_changed = trio.Event()
@@ -280,6 +294,16 @@ class Engine:
                 )
             await self._state_changed.wait()
 
+    async def _live_connection(self) -> _Connection:
+        """The current connection once it is live and not ending."""
+        while True:
+            conn = self._conn
+            if self.state is State.LIVE and conn is not None and conn.fault is None:
+                return conn
+            if self.state is State.STOPPED:
+                raise EngineStopped(self._stop_reason or "stopped", self._stop_error)
+            await self._state_changed.wait()
+
     async def request(
         self,
         endpoint: str,
@@ -297,41 +321,47 @@ class Engine:
             LocalProtocolError: the request cannot be encoded (fails before anything is sent).
             RequestError: the server answered with ``s >= 400``.
             RequestTimeout: no answer within ``timeout`` (default ``request_timeout``).
-            OutcomeUnknown: a money-moving request's connection dropped before the answer.
-            ConnectionLost: another request's connection dropped before the answer.
+            OutcomeUnknown: a money-moving request was sent, then its connection dropped or
+                its time ran out before the answer: the order may or may not exist.
+            ConnectionLost: any other request whose connection dropped before the answer; the
+                message says whether it had been sent.
             EngineStopped: the engine stopped.
         """
         endpoint = endpoint.strip().lower()
         encode_request(endpoint, 0, query, body)  # validate now, with the caller's stack
         limit = self.config.request_timeout if timeout is None else timeout
-        if not limit > 0:
-            raise ValueError(f"timeout must be > 0 s, got {timeout!r}")
-        slot: _Pending | None = None
+        if not (isinstance(limit, int | float) and limit > 0):
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        slot = _Pending(endpoint, body)
         conn: _Connection | None = None
         request_id = -1
         try:
             with trio.fail_after(limit):
-                await self.wait_for(State.LIVE)
-                conn = self._conn
-                assert conn is not None
+                conn = await self._live_connection()
                 request_id = next(conn.ids)
-                slot = _Pending(endpoint, body)
                 conn.pending[request_id] = slot
-                await conn.outbox_send.send(encode_request(endpoint, request_id, query, body))
+                frame = encode_request(endpoint, request_id, query, body)
+                await conn.outbox_send.send((frame, slot))
                 await slot.done.wait()
         except trio.TooSlowError:
-            raise RequestTimeout(f"{endpoint}: no answer within {limit:g} s") from None
+            timeout_error = RequestTimeout(f"{endpoint}: no answer within {limit:g} s")
+            if slot.sent and endpoint in MONEY_MOVING:
+                raise OutcomeUnknown(endpoint, body) from timeout_error
+            raise timeout_error from None
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            if slot is not None:
-                slot.lost = True
+            slot.lost = True
         finally:
+            slot.abandoned = slot.response is None
             if conn is not None:
                 conn.pending.pop(request_id, None)
-        assert slot is not None
         if slot.lost or slot.response is None:
-            if endpoint in MONEY_MOVING:
-                raise OutcomeUnknown(endpoint, body)
-            raise ClosedByServer(1006, f"connection lost before {endpoint} was answered")
+            cause = conn.fault.error if conn is not None and conn.fault is not None else None
+            if slot.sent and endpoint in MONEY_MOVING:
+                raise OutcomeUnknown(endpoint, body) from cause
+            state = "sent" if slot.sent else "not sent"
+            raise ConnectionLost(
+                f"connection lost before {endpoint} was answered ({state}): {cause}"
+            ) from cause
         response = slot.response
         if response.status >= 400:
             text = response.data if isinstance(response.data, str) else str(response.data)
@@ -357,8 +387,11 @@ class Engine:
                 self._watchers.remove(watcher)
 
     async def _supervise(self) -> None:
-        with self._run_scope:
-            await self._run()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._keeper.run)
+            with self._run_scope:
+                await self._run()
+            nursery.cancel_scope.cancel()
         if self.state is not State.STOPPED:
             self._stop_error = None
             self._fire("close", "application closed the engine")
@@ -377,7 +410,9 @@ class Engine:
                 logger.error("%s; the engine stops (nothing to retry with)", fault.describe())
                 self._fire("fail", fault.describe())
                 return
-            if self._live_since is not None:
+            was_live = self._live_since is not None
+            if was_live:
+                assert self._live_since is not None
                 stable = trio.current_time() - self._live_since >= self.config.backoff.stable_after
                 if stable:
                     self._failed_attempts = 0
@@ -391,36 +426,41 @@ class Engine:
                     self.config.backoff.retry_budget,
                 )
                 return
-            ceiling = self.config.backoff.ceiling(self._failed_attempts - 1)
-            delay = self._rng.uniform(0, ceiling)
-            logger.warning(
-                "%s; reconnecting in %.2f s (attempt %d)",
+            delay, why = self._backoff_delay(fault, was_live)
+            log = logger.error if isinstance(fault.error, ServerShutdown) else logger.warning
+            log(
+                "%s; reconnecting in %.2f s (attempt %d, %s)",
                 fault.describe(),
                 delay,
                 self._failed_attempts,
+                why,
             )
             await trio.sleep(delay)
             self.counters["reconnects"] += 1
-            self._fire("retry", f"waited {delay:.3f} s (attempt {self._failed_attempts})")
+            self._fire("retry", f"waited {delay:.3f} s (attempt {self._failed_attempts}, {why})")
+
+    def _backoff_delay(self, fault: _Fault, was_live: bool) -> tuple[float, str]:
+        """How long to wait before the next attempt, and the policy that decided it."""
+        policy = self.config.backoff
+        if isinstance(fault.error, ServerShutdown):
+            code = fault.error.reason_code
+            base = policy.shutdown_delay(code)
+            if code in ("ConnectionQuotaReached", "IPQuotaReached"):
+                logger.error(
+                    "Tradovate reports %s: another connection would evict one of this user's "
+                    "sessions; waiting %.0f s before reconnecting",
+                    code,
+                    base,
+                )
+            return base + self._rng.uniform(0, base * 0.25), f"shutdown policy {code}"
+        ceiling = policy.ceiling(self._failed_attempts - 1)
+        if was_live:
+            ceiling = min(ceiling, policy.after_live_cap)
+            return self._rng.uniform(0, ceiling), "live connection lost"
+        return self._rng.uniform(0, ceiling), "exponential backoff"
 
     async def _ensure_token(self) -> auth.AccessToken:
-        token = self._token
-        creds = self.config.credentials
-        now = self.config.wall_clock()
-        if token is not None and creds is not None:
-            left = token.seconds_left(now)
-            if left is not None and left < self.config.token_refresh_margin:
-                try:
-                    token = await auth.renew_access_token(self._http, self.config.rest_url, token)
-                    logger.info("access token renewed before reconnecting")
-                except AuthenticationError:
-                    token = None
-        if token is None:
-            if creds is None:
-                raise AuthenticationError("the access token was rejected and no credentials")
-            token = await auth.request_access_token(self._http, self.config.rest_url, creds)
-            logger.info("access token obtained for user %s", token.user_id)
-        self._token = token
+        token = await self._keeper.get()
         if self._user_id is None:
             self._user_id = token.user_id or await auth.fetch_user_id(
                 self._http, self.config.rest_url, token
@@ -470,8 +510,11 @@ class Engine:
                 nursery.start_soon(self._watchdog, conn)
                 nursery.start_soon(self._writer, conn)
                 try:
-                    return await self._drive(conn, token)
+                    conn.fault = await self._drive(conn, token)
+                    return conn.fault
                 finally:
+                    if conn.fault is None:  # cancelled: the application is closing
+                        conn.fault = _Fault("close", "closed", EngineStopped("closing"))
                     self._conn = None
                     conn.release_pending()
                     conn.reports_send.close()
@@ -531,6 +574,7 @@ class Engine:
                     )
                 await self._apply_snapshot(conn, response.data)
                 self._live_since = trio.current_time()
+                self._auth_rejections = 0
                 self._fire(
                     "synced",
                     f"snapshot applied: {len(self.store)} entities",
@@ -570,10 +614,11 @@ class Engine:
             status=response.status,
             retryable=self.config.credentials is not None,
         )
-        self._token = None
+        self._keeper.reject(token)
+        self._auth_rejections += 1
         if self.config.credentials is None:
             return _Fault("fail", "auth_rejected", error)
-        if token.fresh and self.counters["fault.auth_rejected"] >= 1:
+        if token.fresh and self._auth_rejections >= 2:
             # A token minted moments ago was rejected again: more logins would only spend
             # Tradovate's session and rate budgets.
             return _Fault("fail", "auth_rejected", error)
@@ -743,7 +788,10 @@ class Engine:
 
     async def _writer(self, conn: _Connection) -> None:
         try:
-            async for frame in conn.outbox:
+            async for frame, slot in conn.outbox:
+                if slot.abandoned:
+                    continue  # timed out or cancelled while queued: never sent
+                slot.sent = True  # from here on the server may act on it
                 await conn.ws.send_message(frame)
                 self.counters["requests_sent"] += 1
         except trio_websocket.ConnectionClosed:

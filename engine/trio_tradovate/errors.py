@@ -7,7 +7,8 @@ The tree (``Fault`` kinds used in transition records are in brackets)::
     ├── InvalidTransition            a trigger the declared statechart does not allow (a bug)
     ├── ProtocolError                abstract: someone broke the wire protocol
     │   ├── LocalProtocolError       we were asked to send something the protocol cannot carry
-    │   └── RemoteProtocolError      the server sent something we cannot parse [protocol_error]
+    │   └── RemoteProtocolError      the server sent something we cannot parse: counted as
+    │                                ``malformed``, logged with an excerpt, skipped
     ├── AuthenticationError          credentials or token rejected (REST errorText, WS 401)
     │   │                            [auth_rejected, credentials_rejected]
     │   └── CaptchaRequired          the server wants a captcha: no program can answer it
@@ -19,7 +20,8 @@ The tree (``Fault`` kinds used in transition records are in brackets)::
     │   └── HandshakeRejected        the HTTP upgrade was answered non-101   [handshake_rejected]
     ├── ConnectionLost               an open connection ended
     │   ├── ClosedByServer           a ``c[code,"reason"]`` frame or a websocket close
-    │   │                            [closed_by_server; dropped for 1006]
+    │   │                            [closed_by_server; dropped for 1006; protocol_error for
+    │   │                            1002/1003/1007/1009, e.g. a frame over max_message_size]
     │   ├── Stalled                  no frame at all for server_silence_timeout [stalled]
     │   └── ServerShutdown           a ``shutdown`` event with its reasonCode   [shutdown]
     ├── Timeout                      a phase or request took too long
@@ -27,13 +29,15 @@ The tree (``Fault`` kinds used in transition records are in brackets)::
     │   ├── SyncTimeout              user/syncrequest unanswered              [sync_timeout]
     │   └── RequestTimeout           a caller's request unanswered
     ├── RequestError                 the server answered a request with s >= 400
+    │                                [sync_failed when it is user/syncrequest]
     ├── OutcomeUnknown               a money-moving request was in flight when the connection
     │                                dropped: reconcile from the synced store, never resend
     └── EngineStopped                the engine is in its terminal state; carries the reason
 
 Like trio, we keep "you closed it" apart from "it broke": ``EngineStopped`` after
 ``aclose`` versus ``ConnectionLost`` for the network. Like httpx, exceptions from lower layers
-(trio, trio-websocket, httpx, ssl, socket) are translated at one boundary, :func:`classify`,
+(trio, trio-websocket, httpx, ssl, socket) are translated at one boundary,
+:func:`classify_connect_error`,
 and the original is kept as ``__cause__``.
 """
 

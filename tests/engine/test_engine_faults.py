@@ -153,7 +153,7 @@ async def test_first_retry_after_a_stable_period_is_fast_flapping_grows(
         await engine.wait_for(State.BACKOFF)
         assert engine._failed_attempts == 1
         retry = await engine.wait_for(State.CONNECTING)
-        assert retry.reason.endswith("(attempt 1)")
+        assert retry.reason.endswith("(attempt 1, live connection lost)")
 
 
 async def test_owned_stream_is_closed_on_every_exit_path(

@@ -163,7 +163,7 @@ async def test_no_secret_in_any_log_record(
         await sim.drop_connections()
         await engine.wait_for(State.BACKOFF)
         await engine.wait_for(State.LIVE)
-        token = engine._token
+        token = engine._keeper.token
         assert token is not None
         secrets = [token.token, sim.config.password]
         assert secrets[0] not in repr(engine.config) + repr(token)
