@@ -239,9 +239,11 @@ def classify_connect_error(exc: BaseException) -> ConnectError:
         return exc
     if isinstance(exc, trio_websocket.ConnectionRejected):
         return HandshakeRejected(exc.status_code)
+    if isinstance(exc, trio.BrokenResourceError) and isinstance(exc.__cause__, ssl.SSLError):
+        return TLSError(f"TLS handshake failed: {exc.__cause__}")
     if isinstance(exc, socket.gaierror):
         return DNSError(f"could not resolve host: {exc}")
-    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+    if isinstance(exc, ssl.SSLError):
         return TLSError(f"TLS handshake failed: {exc}")
     if isinstance(exc, trio.TooSlowError | httpx.TimeoutException):
         return ConnectTimeout("connect timed out")
