@@ -1,0 +1,252 @@
+"""Seeded fault schedules: random faults interleaved with normal activity, invariants checked
+after every step. Used by the quick profile in ``make test`` and by ``make soak``.
+
+A schedule is a pure function of its seed: the simulator, the engine's jitter, the fault
+sequence and the slow-consumer pauses all draw from seeded generators, and everything runs in
+virtual time, so a failing seed replays exactly (``run_schedule(seed)``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from trio_tradovate import Engine, EntityChange, State, open_engine
+from trio_tradovate.sim import SimConfig, Simulator, open_simulator
+from trio_tradovate.testing import ScriptedConnector
+
+from ..conftest import config_for
+
+HEARTBEAT = 2.5
+TOLERANCE = 0.05
+RECONNECT_WITHIN = 10.0
+
+
+class InvariantViolation(AssertionError):
+    """An invariant failed; the message names the seed and step so the run can be replayed."""
+
+
+@dataclass
+class ScheduleReport:
+    seed: int
+    faults: Counter[str] = field(default_factory=Counter)
+    changes_seen: int = 0
+    sockets: int = 0
+
+
+@dataclass
+class Consumer:
+    """Rebuilds state from the change stream alone and proves no change arrives twice."""
+
+    state: dict[tuple[str, int], Mapping[str, Any]] = field(default_factory=dict)
+    seen: int = 0
+    paused_until: float = 0.0
+    resume: trio.Event = field(default_factory=trio.Event)
+    problems: list[str] = field(default_factory=list)
+
+    def pause(self, until: float) -> None:
+        self.paused_until = until
+        self.resume = trio.Event()
+
+    def unpause(self) -> None:
+        self.paused_until = 0.0
+        self.resume.set()
+
+    def apply(self, change: EntityChange) -> None:
+        key = (change.entity_type, change.entity_id)
+        before = self.state.get(key)
+        if change.event_type == "Deleted":
+            if before is None:
+                self.problems.append(f"Deleted of absent {key}")
+            self.state.pop(key, None)
+        else:
+            if before is not None and dict(before) == dict(change.entity):
+                self.problems.append(f"{change.event_type} that changes nothing: {key}")
+            if change.event_type == "Created" and before is not None:
+                self.problems.append(f"Created of present {key}")
+            if change.event_type == "Updated" and before is None:
+                self.problems.append(f"Updated of absent {key}")
+            self.state[key] = change.entity
+        self.seen += 1
+
+    async def run(self, engine: Engine) -> None:
+        async for change in engine.events():
+            if trio.current_time() < self.paused_until:
+                with trio.move_on_at(self.paused_until):  # a slow consumer
+                    await self.resume.wait()
+            self.apply(change)
+
+
+def check_invariants(sim: Simulator, engine: Engine, consumer: Consumer, where: str) -> None:
+    def fail(message: str) -> None:
+        raise InvariantViolation(f"{where}: {message}")
+
+    for audit in sim.sockets:
+        if audit.syncrequest_count > 1:
+            fail(f"socket {audit.index} got {audit.syncrequest_count} syncrequests")
+        authorized = audit.authorized_at
+        early = [
+            r.endpoint
+            for r in audit.requests
+            if (authorized is None or r.time < authorized) and r.endpoint != "authorize"
+        ]
+        if early:
+            fail(f"socket {audit.index} got {early} before authorization")
+        beats = audit.client_heartbeats
+        for a, b in itertools.pairwise(beats):
+            if b - a > HEARTBEAT + TOLERANCE:
+                fail(f"socket {audit.index}: heartbeat gap {b - a:.3f} s at {a:.3f}")
+        if beats and beats[0] - audit.opened_at > HEARTBEAT + TOLERANCE:
+            fail(f"socket {audit.index}: first heartbeat {beats[0] - audit.opened_at:.3f} s late")
+    records = engine.transitions
+    for lost, after in itertools.pairwise(records):
+        if lost.trigger == "lost" and lost.source is State.LIVE and after.trigger == "retry":
+            if lost.reason.startswith("shutdown"):
+                continue  # the shutdown policy waits longer on purpose
+            if after.time - lost.time > RECONNECT_WITHIN:
+                fail(f"reconnect {after.time - lost.time:.2f} s after losing a live connection")
+    if consumer.problems:
+        fail(f"consumer saw duplicates: {consumer.problems[:3]}")
+
+
+Step = Callable[[Simulator, ScriptedConnector, Consumer, random.Random], Awaitable[None]]
+
+
+async def _drop(sim: Simulator, _c: ScriptedConnector, _k: Consumer, _r: random.Random) -> None:
+    await sim.drop_connections()
+
+
+async def _stall(sim: Simulator, _c: ScriptedConnector, _k: Consumer, rng: random.Random) -> None:
+    sim.stall()
+    await trio.sleep(rng.uniform(3, 25))
+    sim.stall(False)
+
+
+async def _close(sim: Simulator, _c: ScriptedConnector, _k: Consumer, rng: random.Random) -> None:
+    await sim.close_connections(rng.choice([1000, 1011, 3000, 4000]), "Go away!")
+
+
+def _shutdown(code: str) -> Step:
+    async def step(sim: Simulator, _c: ScriptedConnector, _k: Consumer, _r: random.Random) -> None:
+        await sim.shutdown(code, f"{code} (scheduled)")
+
+    return step
+
+
+async def _refuse(sim: Simulator, _c: ScriptedConnector, _k: Consumer, rng: random.Random) -> None:
+    sim.refuse_connections(until=trio.current_time() + rng.uniform(5, 90))
+    await sim.drop_connections()
+
+
+async def _ignore_auth(
+    sim: Simulator, _c: ScriptedConnector, _k: Consumer, rng: random.Random
+) -> None:
+    sim.ignore_authorize()
+    await sim.drop_connections()
+    await trio.sleep(rng.uniform(5, 30))
+    sim.ignore_authorize(False)
+
+
+async def _expire(sim: Simulator, _c: ScriptedConnector, _k: Consumer, _r: random.Random) -> None:
+    sim.expire_tokens()
+    await sim.drop_connections()
+
+
+def _connect_fault(kind: str) -> Step:
+    async def step(
+        sim: Simulator, connector: ScriptedConnector, _k: Consumer, rng: random.Random
+    ) -> None:
+        connector.fail_next(kind, times=rng.randint(1, 3))
+        await sim.drop_connections()
+
+    return step
+
+
+async def _slow_consumer(
+    _s: Simulator, _c: ScriptedConnector, consumer: Consumer, rng: random.Random
+) -> None:
+    consumer.pause(trio.current_time() + rng.uniform(5, 60))
+
+
+async def _quiet(_s: Simulator, _c: ScriptedConnector, _k: Consumer, _r: random.Random) -> None:
+    return
+
+
+#: Fault kinds and their weights in a schedule.
+STEPS: dict[str, tuple[Step, int]] = {
+    "drop": (_drop, 6),
+    "stall": (_stall, 4),
+    "close_frame": (_close, 4),
+    "shutdown_maintenance": (_shutdown("Maintenance"), 2),
+    "shutdown_connection_quota": (_shutdown("ConnectionQuotaReached"), 1),
+    "refuse": (_refuse, 3),
+    "authorize_unanswered": (_ignore_auth, 2),
+    "token_expired": (_expire, 2),
+    "dns_failure": (_connect_fault("dns"), 1),
+    "tls_failure": (_connect_fault("tls"), 1),
+    "connect_timeout": (_connect_fault("timeout"), 1),
+    "slow_consumer": (_slow_consumer, 3),
+    "quiet": (_quiet, 4),
+}
+
+
+def register(name: str, step: Step, weight: int) -> None:
+    """Add a fault kind to every later schedule (used for simulator faults that are optional)."""
+    STEPS[name] = (step, weight)
+
+
+async def run_schedule(seed: int, sequence: list[str] | None = None) -> ScheduleReport:
+    """Run one seeded schedule and check the invariants after every step.
+
+    ``sequence`` forces the fault kinds in order; otherwise 6 to 14 are drawn by weight.
+    """
+    rng = random.Random(seed)
+    report = ScheduleReport(seed)
+    names = sorted(STEPS)
+    weights = [STEPS[name][1] for name in names]
+    count = len(sequence) if sequence is not None else rng.randint(6, 14)
+    async with open_simulator(
+        SimConfig(seed=seed, activity_interval=rng.choice([0.5, 1, 3]))
+    ) as sim:
+        connector = ScriptedConnector(sim.connector())
+        consumer = Consumer()
+        config = config_for(sim, connector=connector, seed=seed)
+        async with open_engine(config) as engine, trio.open_nursery() as nursery:
+            nursery.start_soon(consumer.run, engine)
+            await engine.wait_for(State.LIVE)
+            for index in range(count):
+                name = sequence[index] if sequence else rng.choices(names, weights)[0]
+                report.faults[name] += 1
+                await STEPS[name][0](sim, connector, consumer, rng)
+                await trio.sleep(rng.uniform(0.5, 40))
+                check_invariants(sim, engine, consumer, f"seed {seed} step {index} ({name})")
+            # Recovery: every fault lifted; the engine must get back to the truth by itself.
+            sim.stall(False)
+            sim.ignore_authorize(False)
+            sim.refuse_connections(None)
+            consumer.unpause()
+            with trio.fail_after(3 * 3600):
+                while engine.state is not State.LIVE:
+                    await engine.wait_for(State.LIVE)
+                sim.pause_activity()
+                await trio.sleep(5)
+            if engine.state is not State.LIVE:
+                await engine.wait_for(State.LIVE)
+                await trio.sleep(5)
+            check_invariants(sim, engine, consumer, f"seed {seed} end")
+            truth = sim.truth()
+            if engine.store.as_dict() != truth:
+                raise InvariantViolation(f"seed {seed}: store differs from the simulator's truth")
+            rebuilt = {key: dict(value) for key, value in consumer.state.items()}
+            if rebuilt != truth:
+                raise InvariantViolation(f"seed {seed}: consumer's rebuilt state differs")
+            nursery.cancel_scope.cancel()
+        report.changes_seen = consumer.seen
+        report.sockets = len(sim.sockets)
+    return report
