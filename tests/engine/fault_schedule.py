@@ -231,14 +231,14 @@ async def run_schedule(seed: int, sequence: list[str] | None = None) -> Schedule
             sim.ignore_authorize(False)
             sim.refuse_connections(None)
             consumer.unpause()
+            sim.pause_activity()
             with trio.fail_after(3 * 3600):
-                while engine.state is not State.LIVE:
+                while True:  # settled: live, and still the same connection 5 s later
                     await engine.wait_for(State.LIVE)
-                sim.pause_activity()
-                await trio.sleep(5)
-            if engine.state is not State.LIVE:
-                await engine.wait_for(State.LIVE)
-                await trio.sleep(5)
+                    generation = engine.generation
+                    await trio.sleep(5)
+                    if engine.generation == generation and engine.state is State.LIVE:
+                        break
             check_invariants(sim, engine, consumer, f"seed {seed} end")
             truth = sim.truth()
             if engine.store.as_dict() != truth:
