@@ -245,3 +245,42 @@ async def sim_socket_synced(sim: Simulator) -> None:
     with trio.fail_after(60):
         while not (sim.sockets and sim.sockets[-1].syncrequest_count):  # noqa: ASYNC110
             await trio.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("code", "minimum"),
+    [("Maintenance", 60.0), ("ConnectionQuotaReached", 900.0), ("IPQuotaReached", 1800.0)],
+)
+async def test_shutdown_reason_sets_the_wait(
+    code: str,
+    minimum: float,
+    sim: Simulator,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with open_engine(config_for(sim)) as engine:
+        await engine.wait_for(State.LIVE)
+        await sim.shutdown(code)
+        lost = await engine.wait_for(State.BACKOFF)
+        retry = await engine.wait_for(State.CONNECTING)
+        await engine.wait_for(State.LIVE)
+    waited = retry.time - lost.time
+    assert minimum <= waited <= minimum * 1.25
+    assert f"shutdown policy {code}" in retry.reason
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(code in message for message in errors)
+    if code != "Maintenance":
+        assert any("evict" in message for message in errors)
+
+
+async def test_live_connection_losses_are_retried_within_ten_seconds_even_when_flapping(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_engine(config_for(sim)) as engine:
+        for _ in range(12):
+            await engine.wait_for(State.LIVE)
+            await sim.drop_connections()
+            lost = await engine.wait_for(State.BACKOFF)
+            retry = await engine.wait_for(State.CONNECTING)
+            assert retry.time - lost.time <= 10.0
+        assert engine._failed_attempts == 12
