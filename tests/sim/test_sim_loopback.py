@@ -61,3 +61,36 @@ async def test_loopback_refuses_and_rejects_other_resources() -> None:
                     await http.get("/auth/me")
             sim.refuse_connections(None)
             assert sim.sockets == ()
+
+
+async def test_control_endpoint_applies_faults() -> None:
+    with trio.fail_after(10):
+        async with (
+            open_simulator(SimConfig(activity_interval=None)) as sim,
+            open_simulator_server(sim) as server,
+        ):
+            control = f"http://127.0.0.1:{server.port}/_sim/fault"
+            async with httpx.AsyncClient() as http:
+                async with open_raw_url(server.ws_url) as client:
+                    assert (await client.authorize(sim.issue_token()))["s"] == 200
+                    ok = await http.post(control, json={"kind": "frame", "text": "a[1]"})
+                    assert (ok.status_code, ok.json()) == (200, {"ok": True})
+                    assert await client.recv() == "a[1]"
+                    # (No closing fault here: trio-websocket leaks the client socket after a
+                    # server close, trio-stack-notes §4; test_sim_faults covers closes.)
+                    spec = {"kind": "malformed", "malformed": "unknown_frame"}
+                    assert (await http.post(control, json=spec)).status_code == 200
+                    assert await client.recv() == "x[1]"
+                bad = await http.post(control, json={"kind": "explode"})
+                assert bad.status_code == 400
+                assert "unknown fault kind" in bad.json()["error"]
+                junk = await http.post(control, content=b"{nope")
+                assert junk.status_code == 400
+                assert "error" in junk.json()
+                assert (await http.get(control)).status_code == 405
+                await http.post(control, json={"kind": "penalize_auth", "p_time": 1})
+                login = {"name": "demo-user", "password": "demo-password"}
+                penalty = await http.post(f"{server.rest_url}/auth/accesstokenrequest", json=login)
+                assert "p-ticket" in penalty.json()
+            assert sim.injected == {"frame": 1, "malformed:unknown_frame": 1, "penalize_auth": 1}
+            assert [r.path for r in sim.rest_log] == ["/v1/auth/accesstokenrequest"]

@@ -10,20 +10,30 @@ Typical use::
         assert client_state == sim.truth()
 """
 
-from ._audit import RequestRecord, SocketAudit
-from ._config import SimConfig
+from ._audit import PenaltyRecord, RequestRecord, RestRecord, RetryRecord, SocketAudit
+from ._config import DEFAULT_REQUEST_LIMITS, SimConfig
+from ._faults import FAULT_KINDS, FaultError, apply_fault
+from ._inject import MALFORMED_KINDS
 from ._server import SimServer, open_simulator_server
 from ._simulator import SimConnector, Simulator, open_simulator
 from ._world import COLLECTIONS
 
 __all__ = [
     "COLLECTIONS",
+    "DEFAULT_REQUEST_LIMITS",
+    "FAULT_KINDS",
+    "MALFORMED_KINDS",
+    "FaultError",
+    "PenaltyRecord",
     "RequestRecord",
+    "RestRecord",
+    "RetryRecord",
     "SimConfig",
     "SimConnector",
     "SimServer",
     "Simulator",
     "SocketAudit",
+    "apply_fault",
     "open_simulator",
     "open_simulator_server",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-__all__ = ["RequestRecord", "SocketAudit"]
+__all__ = ["PenaltyRecord", "RequestRecord", "RestRecord", "RetryRecord", "SocketAudit"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,53 @@ class RequestRecord:
     id: int | None
     query: str
     body: str
+
+
+@dataclass(frozen=True)
+class PenaltyRecord:
+    """A ``p-ticket`` answer the server gave instead of executing a request (§8).
+
+    ``reason`` is ``"script"`` (a scripted penalty), ``"limit"`` (a rolling limit was
+    exceeded) or ``"retry"`` (a resend presented a wrong, early or captcha ticket). Tickets are
+    opaque throttling handles, not credentials, so they are recorded verbatim.
+    """
+
+    time: float
+    endpoint: str
+    id: int | None
+    ticket: str
+    p_time: float
+    captcha: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class RetryRecord:
+    """A request that presented a ``p-ticket``; ``elapsed`` is the time since that ticket was
+    issued (``None`` if the server never issued it)."""
+
+    time: float
+    endpoint: str
+    id: int | None
+    ticket: str
+    elapsed: float | None
+    accepted: bool
+
+
+@dataclass(frozen=True)
+class RestRecord:
+    """One REST request as the server saw it. Deliberately no body, query or headers: those
+    carry passwords and tokens (§9), which must never reach an audit or a log."""
+
+    time: float
+    method: str
+    path: str
+    status: int
+    #: The ticket issued instead of an answer (§8), if any.
+    penalty: str | None = None
+    #: The ``p-ticket`` the request presented, if any, and whether it was accepted.
+    ticket_presented: str | None = None
+    accepted: bool | None = None
 
 
 @dataclass
@@ -51,3 +98,8 @@ class SocketAudit:
     closed_at: float | None = None
     close_reason: str | None = None
     user_id: int | None = None
+    #: §8 penalties issued on this socket and resends that presented a ticket.
+    penalties: list[PenaltyRecord] = field(default_factory=list)
+    retries: list[RetryRecord] = field(default_factory=list)
+    #: ``(time, endpoint, id)`` of requests refused with ``s:429``.
+    refused_429: list[tuple[float, str, int]] = field(default_factory=list)

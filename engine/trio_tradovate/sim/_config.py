@@ -6,9 +6,19 @@ that a test which does not care about a knob gets the behaviour of the documente
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
-__all__ = ["SimConfig"]
+__all__ = ["DEFAULT_REQUEST_LIMITS", "SimConfig"]
+
+#: Rolling request limits, ``endpoint (lower-case) or "*" -> (max requests, per seconds)``.
+#: tradovate-protocol.md §8, P-RL (current): authenticated user-level 5,000/h (also 5,000/min
+#: and 5,000/s, which the hourly cap makes redundant) and ``user/syncrequest`` 300/h per IP.
+#: 500 ``account/list`` requests at once therefore pass; the 5,001st within an hour does not.
+DEFAULT_REQUEST_LIMITS: Mapping[str, tuple[int, float]] = MappingProxyType(
+    {"*": (5000, 3600.0), "user/syncrequest": (300, 3600.0)}
+)
 
 
 @dataclass(frozen=True)
@@ -51,3 +61,15 @@ class SimConfig:
     epoch: str = "2026-01-05T14:30:00Z"
     #: Largest accepted websocket message (bytes/characters), as trio-websocket counts them.
     max_message_size: int = 2**20
+    #: Size of the ``inject_malformed("oversized")`` frame: just over twice the 1 MiB default
+    #: message limit of trio-websocket (trio-stack-notes §4), so any default client must refuse.
+    oversized_bytes: int = 2 * 2**20 + 1
+    #: Rolling request limits (see :data:`DEFAULT_REQUEST_LIMITS`); exceeding one earns a
+    #: ``p-ticket`` (§8) with ``limit_p_time`` seconds to wait.
+    request_limits: Mapping[str, tuple[int, float]] = field(
+        default_factory=lambda: DEFAULT_REQUEST_LIMITS, hash=False
+    )
+    #: §8 P-RL: ``syncrequest`` back-off is 3 s, the shortest documented back-off.
+    limit_p_time: float = 3.0
+    #: How many parts a ``splitResponses:true`` snapshot is sent in (§6; see ``_core``).
+    split_parts: int = 3

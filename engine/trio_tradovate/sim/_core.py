@@ -12,17 +12,19 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, parse_qsl, urlencode
 
 import orjson
 
-from ._audit import RequestRecord, SocketAudit
+from ._audit import PenaltyRecord, RequestRecord, RestRecord, RetryRecord, SocketAudit
 from ._auth import AuthRegistry, Token
 from ._config import SimConfig
+from ._inject import malformed_frame
+from ._limits import Decision, RequestGate
 from ._world import COLLECTIONS, OrderRejected, Props, WallClock, World
 
 __all__ = ["CloseSocket", "SendFrame", "SimCore", "SimSession"]
@@ -38,6 +40,11 @@ _ORDER_TYPES: Final = frozenset(
 )
 _TYPES_BY_LOWER: Final = {singular.lower(): singular for singular in COLLECTIONS.values()}
 _MISSING: Final = object()
+_TICKET: Final = "p-ticket"  # §8
+#: How many props messages each socket remembers for ``replay_props``.
+_REPLAY_MEMORY: Final = 10_000
+#: The non-object element of ``bad_batch`` (§2 says every element is an object).
+_BAD_ELEMENT: Final = "junk"
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,59 @@ Action = SendFrame | CloseSocket
 
 class _BadRequest(Exception):
     """Reply ``s:400`` with this text as ``d`` (§3: non-2xx ``d`` is a string)."""
+
+
+def _take_ticket(body: str) -> tuple[str, str | None]:
+    """Split ``"p-ticket"`` off a JSON-object body (§8: "the original body plus p-ticket").
+
+    Returns the body the endpoint should see and the ticket, if one was presented.
+    """
+    if not body.lstrip().startswith("{"):
+        return body, None
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body, None
+    if not isinstance(value, dict) or _TICKET not in value:
+        return body, None
+    ticket = value.pop(_TICKET)
+    return orjson.dumps(value).decode(), str(ticket)
+
+
+def _take_query_ticket(query: str) -> tuple[str, str | None]:
+    """§13.12: where a GET carries its ticket is undocumented; the simulator accepts a
+    ``p-ticket`` query parameter (and, like POST, a JSON body)."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    tickets = [v for k, v in pairs if k == _TICKET]
+    if not tickets:
+        return query, None
+    return urlencode([(k, v) for k, v in pairs if k != _TICKET]), tickets[-1]
+
+
+@dataclass
+class _RestNote:
+    """What the gate did to one REST request, for :class:`RestRecord`."""
+
+    penalty: str | None = None
+    ticket: str | None = None
+    accepted: bool | None = None
+
+
+@dataclass(frozen=True)
+class _Shard:
+    """A ``shardingExpression`` (§6): keep ids with ``id % divisor == remainder``."""
+
+    by_user: bool
+    divisor: int
+    remainder: int
+
+
+@dataclass(frozen=True)
+class _Subscription:
+    accounts: set[int] | None
+    types: set[str] | None
+    shard: _Shard | None
+    split: bool
 
 
 def _json_object(body: str) -> dict[str, Any]:
@@ -100,6 +160,19 @@ class SimCore:
         self.stalled = False
         self.ignore_authorize = False
         self.activity_paused = False
+        #: §8 throttling shared by REST and every websocket (Tradovate counts per user/IP).
+        self.gate = RequestGate(
+            rng=random.Random(f"{config.seed}:tickets"),
+            limits=config.request_limits,
+            limit_p_time=config.limit_p_time,
+        )
+        #: Every fault injected so far, by kind.
+        self.injected: Counter[str] = Counter()
+        self.rest_log: list[RestRecord] = []
+        self.duplicate_props = False
+        self.fail_renewals = False
+        #: While set, the trio layer writes every chunk in pieces of at most this many bytes.
+        self.split_max_bytes: int | None = None
 
     # -- sockets ------------------------------------------------------------------------------
 
@@ -129,6 +202,47 @@ class SimCore:
         for session in self.sessions:
             session.send_messages([{"e": "shutdown", "d": payload}], now)
             session.close("shutdown", now)
+
+    def inject_frame(self, text: str, now: float) -> None:
+        """Queue ``text`` verbatim, as one websocket text message, on every live socket."""
+        for session in self.sessions:
+            session.send_raw(text, now)
+
+    def inject_malformed(self, kind: str, now: float) -> None:
+        """Queue one malformed frame of ``kind`` (see ``_inject``) on every live socket."""
+        if kind == "bad_batch":
+            self._bad_batch(now)
+            return
+        text = malformed_frame(
+            kind,
+            account_id=self.world.account_ids()[0],
+            oversized_bytes=self.config.oversized_bytes,
+        )
+        self.inject_frame(text, now)
+
+    def _bad_batch(self, now: float) -> None:
+        """Two real mutations (two new working Limit orders, one ``props`` each) sent as
+        ``a[props, "junk", props]``: a client must skip only the bad element to match truth."""
+        account = self.world.account_ids()[0]
+        contract = int(self.world.entities("contract")[0]["id"])
+        events: list[Props] = []
+        for action in ("Buy", "Sell"):
+            _, batches = self.world.place_order(
+                now,
+                account_id=account,
+                action=action,
+                contract_id=contract,
+                qty=1,
+                order_type="Limit",
+            )
+            events.extend(p for batch in batches for p in batch)
+        for session in self.sessions:
+            session.push_bad_batch(events, now)
+
+    def replay_props(self, count: int, now: float) -> None:
+        """Every socket re-sends its own last ``count`` props messages (one frame)."""
+        for session in self.sessions:
+            session.replay_props(count, now)
 
     def activity(self, now: float) -> None:
         """One generator tick (skipped while paused)."""
@@ -171,11 +285,46 @@ class SimCore:
     def handle_rest(
         self, method: str, path: str, query: str, authorization: str | None, body: bytes, now: float
     ) -> tuple[int, Any]:
-        """Answer one HTTP request; returns (status, JSON value or error text)."""
+        """Answer one HTTP request; returns (status, JSON value or error text) and appends a
+        :class:`RestRecord` (never the body or headers) to :attr:`rest_log`."""
+        note = _RestNote()
+        status, data = self._rest(method, path, query, authorization, body, now, note)
+        self.rest_log.append(
+            RestRecord(now, method, path, status, note.penalty, note.ticket, note.accepted)
+        )
+        return status, data
+
+    def _rest(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        authorization: str | None,
+        body: bytes,
+        now: float,
+        note: _RestNote,
+    ) -> tuple[int, Any]:
         if not path.startswith("/v1/"):
             return 404, f"Not found: {path}"
         endpoint = path.removeprefix("/v1/")
         lower = endpoint.lower()
+        ticket: str | None = None
+        try:
+            text, ticket = _take_ticket(body.decode())
+            body = text.encode()
+        except UnicodeDecodeError:
+            pass
+        if ticket is None:
+            query, ticket = _take_query_ticket(query)
+        decision = self.gate.check(lower, "rest", ticket, now)
+        if decision.retry is not None:
+            note.ticket, note.accepted = decision.retry.ticket, decision.retry.accepted
+        if decision.kind == "429":
+            return 429, ""  # §8 P-RL-old: HTTP 429 with an empty body
+        if decision.kind == "penalty":
+            assert decision.ticket is not None
+            note.penalty = decision.ticket.value
+            return 200, decision.ticket.payload()  # §8: HTTP 200, the request was not handled
         if lower == "auth/accesstokenrequest":
             if method != "POST":
                 return 405, "Method not allowed"
@@ -186,6 +335,8 @@ class SimCore:
             # tradovate-protocol.md §9: expired token on REST -> 401.
             return 401, "Access is denied"
         if lower == "auth/renewaccesstoken":
+            if self.fail_renewals:
+                return 401, "Access is denied"  # fault control: renewal refused
             # §9: a renewed token extends the same session instead of opening a new one.
             new = self.auth.mint(token.session_id, now)
             md = self.auth.mint(token.session_id, now)
@@ -343,6 +494,8 @@ class SimSession:
         self._synced = False
         self._sub_accounts: set[int] | None = None
         self._sub_types: set[str] | None = None
+        self._shard: _Shard | None = None
+        self._sent_props: deque[dict[str, Any]] = deque(maxlen=_REPLAY_MEMORY)
         self._queue(SendFrame("o"), now)  # §2: first frame after the WS handshake
 
     def __repr__(self) -> str:
@@ -390,9 +543,13 @@ class SimSession:
         if isinstance(action, CloseSocket):
             self.closing = True
 
-    def send_messages(self, messages: list[dict[str, Any]], now: float) -> None:
+    def send_messages(self, messages: list[Any], now: float) -> None:
         """Queue one ``a[...]`` frame carrying ``messages``."""
         self._queue(SendFrame("a" + orjson.dumps(messages).decode()), now)
+
+    def send_raw(self, text: str, now: float) -> None:
+        """Queue ``text`` as one websocket message, unchecked (fault injection)."""
+        self._queue(SendFrame(text), now)
 
     def _reply(self, request_id: int, status: int, now: float, data: object = _MISSING) -> None:
         message: dict[str, Any] = {"i": request_id, "s": status}
@@ -412,17 +569,59 @@ class SimSession:
         """Queue the part of a props batch this socket subscribed to, as one frame."""
         if not self._synced or self.closing:
             return
-        wanted = [p.message() for p in batch if self._wants(p)]
+        wanted = [p.message() for p in batch if self._wants(p.entity_type, p.entity)]
         if wanted:
-            self.send_messages(wanted, now)
+            self._send_props(wanted, wanted, now)
 
-    def _wants(self, props: Props) -> bool:
-        if self._sub_types is not None and props.entity_type not in self._sub_types:
+    def push_bad_batch(self, events: list[Props], now: float) -> None:
+        """``bad_batch``: the wanted events with one non-object element in the middle.
+
+        Unsynced sockets get the bad element alone: they hold no state to keep in step.
+        """
+        wanted: list[dict[str, Any]] = []
+        if self._synced:
+            wanted = [p.message() for p in events if self._wants(p.entity_type, p.entity)]
+        middle = len(wanted) // 2 if len(wanted) > 1 else len(wanted)
+        frame: list[Any] = [*wanted[:middle], _BAD_ELEMENT, *wanted[middle:]]
+        self._send_props(wanted, frame, now)
+
+    def _send_props(self, events: list[dict[str, Any]], frame: list[Any], now: float) -> None:
+        """Queue ``frame`` (twice under ``duplicate_props``) and remember its props events."""
+        if self.closing:
+            return
+        self._sent_props.extend(events)
+        self.send_messages(frame, now)
+        if self.core.duplicate_props and events:
+            self.send_messages(frame, now)
+
+    def replay_props(self, count: int, now: float) -> None:
+        """Re-send this socket's last ``count`` props messages, in their original order, as
+        one frame. Replaying a suffix in order leaves an upserting client's state unchanged:
+        every replayed key's last event is also its last event overall."""
+        if count <= 0 or not self._sent_props or self.closing:
+            return
+        events = list(self._sent_props)[-count:]
+        self.send_messages(events, now)
+
+    def _wants(self, entity_type: str, entity: dict[str, Any]) -> bool:
+        if self._sub_types is not None and entity_type not in self._sub_types:
             return False
-        if self._sub_accounts is None:
+        world = self.core.world
+        if self._sub_accounts is not None:
+            account = world.account_of(entity_type, entity)
+            if account is not None and account not in self._sub_accounts:
+                return False
+        shard = self._shard
+        if shard is None:
             return True
-        account = self.core.world.account_of(props.entity_type, props.entity)
-        return account is None or account in self._sub_accounts
+        # §6 is silent on entities tied to no account/user (contracts, products, ...): the
+        # simulator sends them to every shard, so each shard can resolve its own references.
+        owner = (
+            world.user_of(entity_type, entity)
+            if shard.by_user
+            else world.account_of(entity_type, entity)
+        )
+        return owner is None or owner % shard.divisor == shard.remainder
 
     # -- incoming -------------------------------------------------------------------------
 
@@ -471,14 +670,47 @@ class SimSession:
         elif not self.authorized:
             self.audit.violations.append("request before authorize")
             self._reply(request_id, 401, now, _INVALID_TOKEN)  # §12: same 401 as a bad token
-        elif lower == "user/syncrequest":
-            self._sync(request_id, body, now)
         else:
-            status, data, batches = self.core.handle_endpoint(
-                endpoint, query, body, now, self.audit.violations
+            self._gated(endpoint, request_id, query, body, now)
+
+    def _gated(self, endpoint: str, request_id: int, query: str, body: str, now: float) -> None:
+        """Run one authorized request through the §8 gate, then execute it if allowed."""
+        lower = endpoint.lower()
+        body, ticket = _take_ticket(body)
+        decision: Decision = self.core.gate.check(lower, "ws", ticket, now)
+        if decision.retry is not None:
+            retry = decision.retry
+            self.audit.retries.append(
+                RetryRecord(now, lower, request_id, retry.ticket, retry.elapsed, retry.accepted)
             )
-            self._reply(request_id, status, now, data)
-            self.core.broadcast(batches, now)
+        if decision.kind == "429":
+            self.audit.refused_429.append((now, lower, request_id))
+            self._reply(request_id, 429, now)  # §8 P-RL-old: {"s":429,"i":id}, no d
+            return
+        if decision.kind == "penalty":
+            issued = decision.ticket
+            assert issued is not None
+            self.audit.penalties.append(
+                PenaltyRecord(
+                    now,
+                    lower,
+                    request_id,
+                    issued.value,
+                    issued.p_time,
+                    issued.captcha,
+                    decision.reason or "",
+                )
+            )
+            self._reply(request_id, 200, now, issued.payload())  # §8: inside d of an s:200
+            return
+        if lower == "user/syncrequest":
+            self._sync(request_id, body, now)
+            return
+        status, data, batches = self.core.handle_endpoint(
+            endpoint, query, body, now, self.audit.violations
+        )
+        self._reply(request_id, status, now, data)
+        self.core.broadcast(batches, now)
 
     def _authorize(self, request_id: int, body: str, now: float) -> None:
         if self.core.ignore_authorize:
@@ -513,16 +745,37 @@ class SimSession:
                 return
         try:
             request = _json_object(body)
-            accounts, types = self._subscription(request)
+            sub = self._subscription(request)
         except _BadRequest as exc:
             self._reply(request_id, 400, now, str(exc))
             return
-        self._sub_accounts, self._sub_types = accounts, types
+        self._sub_accounts, self._sub_types, self._shard = sub.accounts, sub.types, sub.shard
         self._synced = True
-        self._reply(request_id, 200, now, self.core.world.snapshot(accounts, types))
+        snapshot = self.core.world.snapshot(sub.accounts, sub.types)
+        if sub.shard is not None:
+            snapshot = {
+                plural: [e for e in items if self._wants(COLLECTIONS[plural], e)]
+                for plural, items in snapshot.items()
+            }
+        if not sub.split:
+            self._reply(request_id, 200, now, snapshot)
+            return
+        for part in _split_snapshot(snapshot, self.core.config.split_parts):
+            self._reply(request_id, 200, now, part)
 
-    def _subscription(self, request: dict[str, Any]) -> tuple[set[int] | None, set[str] | None]:
+    def _subscription(self, request: dict[str, Any]) -> _Subscription:
         users, accounts, types = (request.get(k) for k in ("users", "accounts", "entityTypes"))
+        split = request.get("splitResponses", False)
+        if not isinstance(split, bool):
+            raise _BadRequest("splitResponses must be a boolean")
+        shard = _parse_shard(request.get("shardingExpression"))
+        # §6 (P-SYNC) combination rules.
+        if users is not None and shard is not None:
+            raise _BadRequest("users cannot be combined with shardingExpression")
+        if users is not None and types is not None:
+            raise _BadRequest("users cannot be combined with entityTypes")
+        if accounts is not None and shard is not None:
+            raise _BadRequest("accounts cannot be combined with shardingExpression")
         for name, value in (("users", users), ("accounts", accounts)):
             if value is not None and (
                 not isinstance(value, list) or not all(isinstance(v, int) for v in value)
@@ -532,12 +785,58 @@ class SimSession:
             not isinstance(types, list) or not all(isinstance(t, str) for t in types)
         ):
             raise _BadRequest("entityTypes must be a list of strings")
+        type_set = set(types) if types is not None else None
+        if shard is not None:
+            # A sharded (organisation-wide) sync names neither users nor accounts: the
+            # simulator's organisation is its one user.
+            return _Subscription(None, type_set, shard, split)
         if users is None and accounts is None:
             raise _BadRequest("users or accounts is required")
-        type_set = set(types) if types is not None else None
         own = set(self.core.world.account_ids())
         if accounts is not None:
-            return own & set(accounts), type_set
+            return _Subscription(own & set(accounts), type_set, None, split)
         if users is not None and self.core.world.user_id in users:
-            return None, type_set
-        return set(), type_set
+            return _Subscription(None, type_set, None, split)
+        return _Subscription(set(), type_set, None, split)
+
+
+def _parse_shard(value: object) -> _Shard | None:
+    """Validate a ``shardingExpression`` (§6: all three fields required)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _BadRequest("shardingExpression must be an object")
+    missing = [k for k in ("expressionType", "divisor", "remainder") if k not in value]
+    if missing:
+        raise _BadRequest(f"shardingExpression is missing {', '.join(missing)}")
+    kind, divisor, remainder = value["expressionType"], value["divisor"], value["remainder"]
+    if kind not in ("modAccountId", "modUserId"):
+        raise _BadRequest("shardingExpression.expressionType must be modAccountId or modUserId")
+    if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 1:
+        raise _BadRequest("shardingExpression.divisor must be a positive integer")
+    if not isinstance(remainder, int) or isinstance(remainder, bool):
+        raise _BadRequest("shardingExpression.remainder must be an integer")
+    if not 0 <= remainder < divisor:
+        raise _BadRequest("shardingExpression.remainder must be in [0, divisor)")
+    return _Shard(kind == "modUserId", divisor, remainder)
+
+
+def _split_snapshot(
+    snapshot: dict[str, list[dict[str, Any]]], parts: int
+) -> list[dict[str, list[dict[str, Any]]]]:
+    """Cut a snapshot into ``parts`` SyncMessages (see the module docstring, "splitResponses").
+
+    Entities are taken in collection order then id order and dealt out in contiguous,
+    near-equal runs, so one collection may straddle two parts; every part still carries every
+    collection key (empty where it holds none), as the OAS SyncMessage requires.
+    """
+    flat = [(plural, entity) for plural, items in snapshot.items() for entity in items]
+    count = max(1, parts)
+    out: list[dict[str, list[dict[str, Any]]]] = []
+    for index in range(count):
+        chunk = flat[len(flat) * index // count : len(flat) * (index + 1) // count]
+        part: dict[str, list[dict[str, Any]]] = {plural: [] for plural in snapshot}
+        for plural, entity in chunk:
+            part[plural].append(entity)
+        out.append(part)
+    return out

@@ -4,6 +4,10 @@
 Each accepted stream's HTTP request head is read here. A websocket upgrade is handed to
 :meth:`Simulator.serve_stream` together with the bytes already read; anything else is answered
 as one REST request and the connection is closed (``Connection: close``).
+
+``POST /_sim/fault`` with a JSON body ``{"kind": ..., **params}`` is the control endpoint: it
+runs :func:`~._faults.apply_fault` (see ``FAULT_KINDS``) and answers ``200 {"ok": true}`` or
+``400 {"error": "..."}``. The ``/_sim/`` prefix cannot collide with Tradovate's ``/v1/`` paths.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from functools import partial
 from http import HTTPStatus
 
 import httpx
+import orjson
 import trio
 
+from ._faults import FaultError, apply_fault
 from ._simulator import Simulator
 
 __all__ = ["SimServer", "open_simulator_server"]
@@ -26,6 +32,7 @@ logger = logging.getLogger("trio_tradovate.sim")
 
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 1024 * 1024
+_CONTROL_PATH = "/_sim/fault"
 
 
 @dataclass(frozen=True)
@@ -124,13 +131,39 @@ class _Handler:
             buffer += chunk
         url = f"http://{self._host}:{self._port_box[0]}{target}"
         request = httpx.Request(method, url, headers=headers, content=bytes(buffer[:length]))
-        response = await self._sim.handle_http(request)
+        if request.url.path == _CONTROL_PATH:
+            response = await self._control(request)
+        else:
+            response = await self._sim.handle_http(request)
         content = response.content
         reason = HTTPStatus(response.status_code).phrase
         lines = [f"HTTP/1.1 {response.status_code} {reason}"]
         lines.append(f"Content-Type: {response.headers.get('content-type', 'text/plain')}")
         lines += [f"Content-Length: {len(content)}", "Connection: close", "", ""]
         await stream.send_all("\r\n".join(lines).encode("latin-1") + content)
+
+    async def _control(self, request: httpx.Request) -> httpx.Response:
+        """The fault control endpoint (not part of Tradovate's API)."""
+        if request.method != "POST":
+            return _json_response(405, {"error": "use POST"})
+        try:
+            spec = orjson.loads(request.content)
+        except orjson.JSONDecodeError as exc:
+            return _json_response(400, {"error": f"invalid JSON: {exc}"})
+        if not isinstance(spec, dict):
+            return _json_response(400, {"error": "body must be a JSON object"})
+        try:
+            await apply_fault(self._sim, spec)
+        except FaultError as exc:
+            return _json_response(400, {"error": str(exc)})
+        logger.info("control endpoint applied fault %r", spec.get("kind"))
+        return _json_response(200, {"ok": True})
+
+
+def _json_response(status: int, value: object) -> httpx.Response:
+    return httpx.Response(
+        status, content=orjson.dumps(value), headers={"content-type": "application/json"}
+    )
 
 
 @asynccontextmanager

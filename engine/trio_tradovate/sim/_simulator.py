@@ -9,6 +9,7 @@ the in-process connector) or of the loopback server.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,9 +21,10 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, wrap_server_stream
 
-from ._audit import SocketAudit
+from ._audit import RestRecord, SocketAudit
 from ._config import SimConfig
 from ._core import CloseSocket, SendFrame, SimCore, SimSession
+from ._inject import MALFORMED_KINDS
 
 __all__ = ["Simulator", "open_simulator"]
 
@@ -35,7 +37,8 @@ _IO_ERRORS = (ConnectionClosed, HandshakeError, trio.BrokenResourceError, trio.C
 class _SimStream(trio.abc.Stream):
     """Wraps a server-side stream: replays already-read bytes first, and while the simulator
     is stalled discards whole writes, so the socket is silent at the TCP level (even WS pongs)
-    while staying framed correctly once the stall ends."""
+    while staying framed correctly once the stall ends. Under ``split_frames`` every write goes
+    out in small pieces with a checkpoint between them, so websocket frames straddle reads."""
 
     def __init__(self, inner: trio.abc.Stream, core: SimCore, prefix: bytes = b"") -> None:
         self._inner = inner
@@ -46,7 +49,14 @@ class _SimStream(trio.abc.Stream):
         if self._core.stalled:
             await trio.lowlevel.checkpoint()
             return
-        await self._inner.send_all(data)
+        piece = self._core.split_max_bytes
+        if piece is None or len(data) <= piece:
+            await self._inner.send_all(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), piece):
+            await self._inner.send_all(view[start : start + piece])
+            await trio.lowlevel.checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._inner.wait_send_all_might_not_block()
@@ -117,6 +127,17 @@ class Simulator:
         """The demo user's id (what ``{"users":[userId]}`` must name)."""
         return self._core.world.user_id
 
+    @property
+    def injected(self) -> Counter[str]:
+        """How many faults of each kind were injected (``"drop"``, ``"malformed:oversized"``,
+        ``"penalize_requests"``, ...); switching a fault off is not counted."""
+        return self._core.injected
+
+    @property
+    def rest_log(self) -> Sequence[RestRecord]:
+        """Every REST request answered, in order (no bodies, headers or tokens)."""
+        return tuple(self._core.rest_log)
+
     def truth(self) -> dict[tuple[str, int], dict[str, Any]]:
         """The server's entities keyed ``(entityType, id)`` (deep copies)."""
         return self._core.world.truth()
@@ -138,10 +159,12 @@ class Simulator:
 
     def expire_tokens(self) -> None:
         """Every token issued so far is expired (authorize and REST answer 401)."""
+        self._core.injected["expire_tokens"] += 1
         self._core.auth.expire_all()
 
     async def drop_connections(self) -> None:
         """Abrupt TCP drop: close server streams, no ``c`` frame, no WS close."""
+        self._core.injected["drop"] += 1
         conns = list(self._conns)
         for conn in conns:
             conn.session.finished("dropped", trio.current_time())
@@ -151,26 +174,126 @@ class Simulator:
 
     def stall(self, on: bool = True) -> None:
         """Half-open silence: while on, every socket writes nothing at all (it still reads)."""
+        if on:
+            self._core.injected["stall"] += 1
         self._core.stalled = on
         self._kick()
 
     async def close_connections(self, code: int = 3000, reason: str = "Go away!") -> None:
         """Send ``c[code,"reason"]`` then WS close 1000 on every live socket; wait for them."""
+        self._core.injected["close"] += 1
         self._core.close_all("close frame", trio.current_time(), code=code, reason=reason)
         await self._kick_and_wait()
 
     async def shutdown(self, reason_code: str = "Maintenance", reason: str | None = None) -> None:
         """§7: ``shutdown`` event, then close; waits until the sockets are gone."""
+        self._core.injected["shutdown"] += 1
         self._core.shutdown_all(trio.current_time(), reason_code, reason)
         await self._kick_and_wait()
 
     def refuse_connections(self, until: float | None) -> None:
         """Refuse new connections until trio time ``until`` (``None`` stops refusing)."""
+        if until is not None:
+            self._core.injected["refuse"] += 1
         self._refuse_until = until
 
     def ignore_authorize(self, on: bool = True) -> None:
         """While on, ``authorize`` requests are never answered."""
+        if on:
+            self._core.injected["ignore_authorize"] += 1
         self._core.ignore_authorize = on
+
+    def inject_frame(self, text: str) -> None:
+        """Send ``text`` as is, as one websocket text message, to every live socket."""
+        self._core.injected["frame"] += 1
+        self._core.inject_frame(text, trio.current_time())
+        self._kick()
+
+    def inject_malformed(self, kind: str) -> None:
+        """Send one malformed frame to every live socket; ``kind`` is one of
+        :data:`MALFORMED_KINDS`. Only ``bad_batch`` changes :meth:`truth` (its two valid
+        events are real mutations); the others never do."""
+        if kind not in MALFORMED_KINDS:
+            raise ValueError(f"unknown malformed kind {kind!r}; expected one of {MALFORMED_KINDS}")
+        self._core.injected[f"malformed:{kind}"] += 1
+        self._core.inject_malformed(kind, trio.current_time())
+        self._kick()
+
+    def duplicate_props(self, on: bool = True) -> None:
+        """While on, every props frame is sent twice in a row (truth is unaffected)."""
+        if on:
+            self._core.injected["duplicate_props"] += 1
+        self._core.duplicate_props = on
+
+    def replay_props(self, count: int) -> None:
+        """Every socket re-sends the last ``count`` props messages it was sent, in order, in
+        one frame; an idempotent (upserting) client stays equal to :meth:`truth`."""
+        self._core.injected["replay_props"] += 1
+        self._core.replay_props(count, trio.current_time())
+        self._kick()
+
+    def split_frames(self, max_bytes: int | None) -> None:
+        """While set, every server write goes out in pieces of at most ``max_bytes`` bytes
+        with a checkpoint between pieces; ``None`` restores whole writes."""
+        if max_bytes is not None:
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
+            self._core.injected["split_frames"] += 1
+        self._core.split_max_bytes = max_bytes
+
+    def fail_renewals(self, on: bool = True) -> None:
+        """While on, ``GET /auth/renewaccesstoken`` answers 401."""
+        if on:
+            self._core.injected["fail_renewals"] += 1
+        self._core.fail_renewals = on
+
+    def penalize_auth(self, p_time: float, *, captcha: bool = False, times: int = 1) -> None:
+        """The next ``times`` ``POST /auth/accesstokenrequest`` get HTTP 200
+        ``{"p-ticket", "p-time"[, "p-captcha"]}`` instead of a token (§8). A resend with the
+        right ``p-ticket`` in its body after ``p_time`` seconds is handled normally; an early
+        or wrong one, or any captcha ticket, earns another penalty. See :attr:`rest_log`."""
+        self._core.injected["penalize_auth"] += 1
+        self._core.gate.add_penalty(
+            endpoint="auth/accesstokenrequest",
+            nth=None,
+            times=times,
+            p_time=p_time,
+            captcha=captcha,
+            channels=frozenset({"rest"}),
+        )
+
+    def penalize_requests(
+        self,
+        *,
+        endpoint: str | None = None,
+        nth: int | None = None,
+        p_time: float = 5.0,
+        captcha: bool = False,
+        times: int = 1,
+    ) -> None:
+        """Answer matching websocket requests with ``{"i", "s":200, "d":{"p-ticket",
+        "p-time"[, "p-captcha"]}}`` and do not execute them (§8).
+
+        ``endpoint`` (case-insensitive) limits the script to one endpoint; ``nth`` picks the
+        Nth matching request from now (default: the next); ``times`` consecutive matching
+        requests are hit from there. A resend with the ticket after ``p_time`` (new id, §3)
+        runs normally. Each socket's audit records ``penalties`` and ``retries``.
+        """
+        self._core.injected["penalize_requests"] += 1
+        self._core.gate.add_penalty(
+            endpoint=endpoint,
+            nth=nth,
+            times=times,
+            p_time=p_time,
+            captcha=captcha,
+            channels=frozenset({"ws"}),
+        )
+
+    def rate_limit_429(self, *, endpoint: str | None = None, times: int = 1) -> None:
+        """Refuse the next ``times`` matching requests: ``{"s":429,"i":id}`` (no ``d``) on the
+        websocket, HTTP 429 with an empty body on REST (§8, P-RL-old)."""
+        self._core.injected["rate_limit_429"] += 1
+        self._core.gate.add_429(endpoint=endpoint, times=times)
 
     def pause_activity(self) -> None:
         """Stop generating account events (mutations through requests still happen)."""

@@ -179,6 +179,22 @@ class World:
             return int(order["accountId"]) if order is not None else None
         return None
 
+    def user_of(self, entity_type: str, entity: Entity) -> int | None:
+        """The user an entity belongs to, for ``modUserId`` sharding (§6).
+
+        The user itself, anything with a ``userId``, and anything tied to an account (through
+        the account's ``userId``); ``None`` for shared reference data (contracts, products).
+        """
+        if entity_type == "user":
+            return int(entity["id"])
+        if "userId" in entity:
+            return int(entity["userId"])
+        account_id = self.account_of(entity_type, entity)
+        if account_id is None:
+            return None
+        account = self._store["account"].get(account_id)
+        return int(account["userId"]) if account is not None else None
+
     def snapshot(
         self, accounts: set[int] | None, entity_types: set[str] | None
     ) -> dict[str, list[Entity]]:
