@@ -23,7 +23,7 @@ def job(endpoint: str, body: object = None) -> Job:
 
 
 def drain(scheduler: RequestScheduler, now: float) -> list[str]:
-    sent = []
+    sent: list[str] = []
     while True:
         chosen, _ = scheduler.next_job(now)
         if chosen is None:
@@ -93,7 +93,9 @@ def test_penalty_pauses_everything_then_resends_with_ticket_first() -> None:
     assert scheduler.next_job(0.0)[0] is first
     assert scheduler.on_penalty(first, "T-1", 5.0, now=0.0) == 5.0
     scheduler.submit(job("order/cancelorder"))
-    assert scheduler.next_job(4.9) == (None, pytest.approx(0.1))
+    paused, wait = scheduler.next_job(4.9)
+    assert paused is None
+    assert wait == pytest.approx(0.1)
     again, _ = scheduler.next_job(5.0)
     assert again is not None
     assert again.endpoint == "order/cancelorder"  # priority still applies after the pause
@@ -111,7 +113,9 @@ def test_lockout_lets_only_cancellations_through() -> None:
     scheduler.on_lockout("captcha", now=0.0)
     scheduler.submit(job("order/cancelorder"))
     assert drain(scheduler, 10.0) == ["order/cancelorder"]
-    assert scheduler.next_job(10.0) == (None, pytest.approx(3590.0))
+    held, wait = scheduler.next_job(10.0)
+    assert held is None
+    assert wait == pytest.approx(3590.0)
     assert drain(scheduler, 3600.0) == ["order/placeorder", "account/list"]
 
 
