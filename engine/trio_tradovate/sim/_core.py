@@ -5,6 +5,34 @@ Nothing here awaits or reads a clock: callers pass ``now`` (trio time) and drain
 ``outbox`` of :class:`SendFrame`/:class:`CloseSocket` actions. Mutations made through one socket
 (or REST, or the activity generator) are fanned out synchronously to every synced session's
 outbox, which is what keeps "snapshot + every props event" equal to :meth:`SimCore.truth`.
+
+Sync options where tradovate-protocol.md is silent (§6, §13.7) — the simulator's choices:
+
+``splitResponses: true``
+    The snapshot is sent as ``SimConfig.split_parts`` (default 3) separate response messages,
+    each ``{"i": <the syncrequest id>, "s": 200, "d": <SyncMessage>}`` in its own ``a[...]``
+    frame, back to back, before any later ``props`` event. Every part carries *every*
+    collection key (empty arrays where it holds nothing; the OAS SyncMessage marks ``users``
+    and ``contractGroups`` required), and the entities, in collection order then id order, are
+    dealt out in contiguous near-equal runs, so a collection may straddle two parts. There is
+    no completion marker and no part count, as documented (§6: "no completion marker").
+    Uncertainty: the real server's cut (per collection, per size, per entity count) and
+    whether it repeats the ``i`` are undocumented (single 3P source); this reading is the one
+    that is faithful to "arrays keyed by plural collection name" and that punishes the two
+    likely client bugs: taking the first part as the whole snapshot, and *replacing* a
+    collection per part instead of upserting into it. Correct clients upsert every part.
+``shardingExpression``
+    ``{"expressionType": "modAccountId"|"modUserId", "divisor", "remainder"}`` (all three
+    required, ``0 <= remainder < divisor``). A socket receives, in its snapshot and in later
+    ``props``, only entities whose owning account id (or user id) satisfies
+    ``id % divisor == remainder``. Entities owned by no account or user (contracts, products,
+    exchanges, currencies, contract groups ...) are sent to *every* shard, so each shard can
+    resolve the references its own entities make; the union of all shards is the full world.
+    A sharded sync may name neither ``users`` nor ``accounts`` (an organisation-wide B2B
+    sync); the simulated organisation is its one user.
+Combination rules (§6, P-SYNC), each a ``s:400`` with a string ``d``: ``users`` with
+``shardingExpression`` or with ``entityTypes``; ``accounts`` with ``shardingExpression``; a
+``shardingExpression`` with a missing or ill-typed field.
 """
 
 from __future__ import annotations
