@@ -8,6 +8,11 @@ Typical use::
         stream = await sim.connector()("demo.tradovateapi.com", 443, tls=True)
         ...
         assert client_state == sim.truth()
+
+Fault controls are :class:`Simulator` methods (``drop_connections``, ``inject_malformed``,
+``penalize_requests``, ...), each counted in ``sim.injected``; :func:`apply_fault` maps a spec
+``{"kind": <FAULT_KINDS key>, **params}`` onto them, and the loopback server exposes it as
+``POST /_sim/fault``.
 """
 
 from ._audit import PenaltyRecord, RequestRecord, RestRecord, RetryRecord, SocketAudit

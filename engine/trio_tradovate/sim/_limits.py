@@ -19,8 +19,9 @@ Choices where §8 is silent (documented so tests can rely on them):
   3rd-party app", so a client that retries one is penalised again (with another captcha).
 * A valid ticket lets its request through even if a rolling limit is still exceeded: that is
   what a ticket is for. Only executed requests count toward the rolling windows.
-* ``authorize`` is a websocket handshake step, not a REST endpoint: the ``"*"`` limit and
-  endpoint-less penalty scripts skip it (a script naming ``"authorize"`` still hits it).
+* ``authorize`` is a websocket handshake step, not a REST endpoint, and is never gated (the
+  websocket session answers it before consulting the gate); the gate also keeps it out of the
+  ``"*"`` limit and endpoint-less scripts should a caller route it here.
 """
 
 from __future__ import annotations
