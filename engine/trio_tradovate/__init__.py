@@ -4,7 +4,7 @@ Start with :func:`open_engine` and :class:`EngineConfig`; read ``docs/`` for the
 """
 
 from .config import ENVIRONMENTS, BackoffPolicy, Credentials, EngineConfig
-from .engine import MONEY_MOVING, Engine, open_engine
+from .engine import Engine, open_engine
 from .errors import (
     AuthenticationError,
     AuthenticationTimeout,
@@ -21,7 +21,9 @@ from .errors import (
     InvalidTransition,
     LocalProtocolError,
     OutcomeUnknown,
+    Penalized,
     ProtocolError,
+    RateLimited,
     RemoteProtocolError,
     RequestError,
     RequestTimeout,
@@ -32,6 +34,7 @@ from .errors import (
     TLSError,
     TradovateError,
 )
+from .scheduler import MONEY_MOVING, Priority, Window
 from .statechart import State, TransitionRecord
 from .store import EntityChange, EntityStore
 from .transport import Connector, TcpConnector
@@ -63,7 +66,10 @@ __all__ = [
     "InvalidTransition",
     "LocalProtocolError",
     "OutcomeUnknown",
+    "Penalized",
+    "Priority",
     "ProtocolError",
+    "RateLimited",
     "RemoteProtocolError",
     "RequestError",
     "RequestTimeout",
@@ -76,5 +82,6 @@ __all__ = [
     "Timeout",
     "TradovateError",
     "TransitionRecord",
+    "Window",
     "open_engine",
 ]

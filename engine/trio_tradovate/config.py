@@ -7,15 +7,17 @@ value is a field, so a user can follow whichever source turns out right.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from .errors import ConfigError
+from .scheduler import DEFAULT_LIMITS, Window
 from .transport import Connector
 
 #: REST bases (tradovate-protocol.md §1). The websocket URL is the REST base with ``wss:`` and
@@ -116,8 +118,8 @@ class BackoffPolicy:
             raise ConfigError("BackoffPolicy.stable_after must be >= 0 s")
         if self.retry_budget is not None and self.retry_budget < 1:
             raise ConfigError("BackoffPolicy.retry_budget must be >= 1 or None (retry forever)")
-        if not 0 < self.after_live_cap <= self.cap:
-            raise ConfigError("BackoffPolicy.after_live_cap must be in (0, cap]")
+        if not (self.after_live_cap > 0 and math.isfinite(self.after_live_cap)):
+            raise ConfigError("BackoffPolicy.after_live_cap must be a positive number of seconds")
         delays = [*self.shutdown_delays.values(), self.default_shutdown_delay]
         if any(not (d >= 0 and math.isfinite(d)) for d in delays):
             raise ConfigError("BackoffPolicy shutdown delays must be finite and >= 0 s")
@@ -163,6 +165,12 @@ class EngineConfig:
     event_buffer: int = 1024
     #: Renew or re-login this long before ``expirationTime`` when (re)connecting.
     token_refresh_margin: float = 15 * 60
+    #: Client-side pacing by endpoint (``"*"`` = every request); see ``docs/rate-limits.md``.
+    rate_limits: Mapping[str, Sequence[Window]] = field(default_factory=lambda: DEFAULT_LIMITS)
+    #: How long a captcha or 429 lockout lasts (Tradovate: "about an hour").
+    lockout_seconds: float = 3600.0
+    #: Where to save a running penalty pause or lockout, so a restart keeps honouring it.
+    penalty_state_file: Path | None = None
     #: Seed of the backoff jitter (``None``: from the OS). Tests pass one for reproducibility.
     seed: int | None = None
     #: The UTC wall clock that token expiry is judged by; a simulator passes its own.
@@ -205,6 +213,10 @@ class EngineConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
+        if not (self.lockout_seconds >= 0 and math.isfinite(self.lockout_seconds)):
+            raise ConfigError("lockout_seconds must be a finite number of seconds >= 0")
+        if "*" not in self.rate_limits:
+            raise ConfigError("rate_limits needs a '*' entry (the budget every request shares)")
         if self.token_refresh_margin < 0:
             raise ConfigError("token_refresh_margin must be >= 0 s")
         if self.sync_body is not None and not isinstance(self.sync_body, Mapping):

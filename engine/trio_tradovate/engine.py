@@ -26,8 +26,7 @@ import random
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
-from itertools import count
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -43,15 +42,14 @@ from .errors import (
     ClosedByServer,
     ConfigError,
     ConnectError,
-    ConnectionLost,
     ConnectTimeout,
     DNSError,
     EngineStopped,
     HandshakeRejected,
-    OutcomeUnknown,
+    Penalized,
+    RateLimited,
     RemoteProtocolError,
     RequestError,
-    RequestTimeout,
     ServerShutdown,
     Stalled,
     SyncTimeout,
@@ -60,6 +58,7 @@ from .errors import (
     classify_connect_error,
     excerpt,
 )
+from .pipeline import Outbound, Request, RequestPipeline
 from .protocol import (
     HEARTBEAT_FRAME,
     Close,
@@ -73,26 +72,12 @@ from .protocol import (
     parse_entity_event,
     parse_frame,
 )
+from .scheduler import Priority, RateGovernor, RequestScheduler, classify
 from .statechart import State, Statechart, TransitionRecord
 from .store import EntityChange, EntityStore
 from .transport import Connector, TcpConnector
 
 logger = logging.getLogger("trio_tradovate.engine")
-
-#: Requests that move money: never re-sent after a drop, reported as ``OutcomeUnknown``.
-MONEY_MOVING = frozenset(
-    {
-        "order/placeorder",
-        "order/modifyorder",
-        "order/cancelorder",
-        "order/liquidateposition",
-        "order/placeoso",
-        "order/placeoco",
-        "order/startorderstrategy",
-        "order/interruptorderstrategy",
-        "order/modifyorderstrategy",
-    }
-)
 
 #: Websocket close codes that mean the bytes were bad, not that the peer went away.
 _PROTOCOL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1009})
@@ -119,25 +104,19 @@ class _Fault:
     trigger: str  # "lost", "connect_failed" or "fail"
     kind: str  # e.g. "dropped", "stalled": the fault kind in transition reasons
     error: TradovateError
+    #: The backoff waits at least this long (a sync penalty's p-time).
+    min_delay: float = 0.0
 
     def describe(self) -> str:
         return f"{self.kind}: {self.error}"
 
 
-_Report = _Opened | _Answered | _Fault
+@dataclass(frozen=True)
+class _Lockout:
+    reason: str  # "captcha" or "429"
 
 
-@dataclass
-class _Pending:
-    endpoint: str
-    body: Any
-    done: trio.Event = field(default_factory=trio.Event)
-    response: Response | None = None
-    lost: bool = False
-    #: Written to the socket (so the server may have acted on it).
-    sent: bool = False
-    #: The caller stopped waiting (timeout or cancellation): if still queued, never send it.
-    abandoned: bool = False
+_Report = _Opened | _Answered | _Fault | _Lockout
 
 
 class _Connection:
@@ -146,7 +125,9 @@ class _Connection:
     def __init__(self, ws: trio_websocket.WebSocketConnection, generation: int) -> None:
         self.ws = ws
         self.generation = generation
-        self.ids = count(0)
+        self.outbound = Outbound()
+        #: Set once the snapshot is applied: application requests may go out from then on.
+        self.live = trio.Event()
         self.started_at = trio.current_time()
         self.last_frame_at = self.started_at
         self.reader_blocked = False
@@ -155,9 +136,7 @@ class _Connection:
         self.sync_id: int | None = None
         #: props events that arrived before the snapshot was applied.
         self.early_props: list[Any] = []
-        self.pending: dict[int, _Pending] = {}
         self.reports_send, self.reports = trio.open_memory_channel[_Report](64)
-        self.outbox_send, self.outbox = trio.open_memory_channel[tuple[str, _Pending]](256)
         #: The fault that ended this connection, once the supervisor has it.
         self.fault: _Fault | None = None
 
@@ -168,11 +147,22 @@ class _Connection:
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             logger.debug("report dropped after the connection ended: %r", report)
 
-    def release_pending(self) -> None:
-        for slot in self.pending.values():
-            slot.lost = True
-            slot.done.set()
-        self.pending.clear()
+
+def _penalty_of(response: Response) -> _Fault | None:
+    """A penalised or rate-limited ``user/syncrequest``.
+
+    It is not resent on the same socket: the one-sync-per-socket rule (Stage 2) outranks a
+    ticket, so the connection is left and the next one syncs after ``p-time`` at the earliest.
+    """
+    data = response.data
+    if response.status == 429:
+        return _Fault("lost", "sync_rate_limited", RateLimited("user/syncrequest answered 429"))
+    if response.status == 200 and isinstance(data, dict) and "p-ticket" in data:
+        p_time = data.get("p-time")
+        wait = float(p_time) if isinstance(p_time, int | float) else 0.0
+        error = Penalized(f"user/syncrequest penalised for {wait:g} s")
+        return _Fault("lost", "sync_penalized", error, min_delay=wait)
+    return None
 
 
 def _fault_kind(error: TradovateError) -> str:
@@ -231,6 +221,13 @@ class Engine:
         self._stop_reason: str | None = None
         self._stop_error: TradovateError | None = None
         self._entity_types = _entity_types_of(config.sync_body)
+        self._scheduler = RequestScheduler(
+            RateGovernor(config.rate_limits), lockout=config.lockout_seconds
+        )
+        self._pipeline = RequestPipeline(
+            self._scheduler, on_lockout=self._lockout_notice, on_penalty_state=self._save_penalty
+        )
+        self._load_penalty()
 
     # ----------------------------------------------------------------- public, read-only view
 
@@ -294,16 +291,6 @@ class Engine:
                 )
             await self._state_changed.wait()
 
-    async def _live_connection(self) -> _Connection:
-        """The current connection once it is live and not ending."""
-        while True:
-            conn = self._conn
-            if self.state is State.LIVE and conn is not None and conn.fault is None:
-                return conn
-            if self.state is State.STOPPED:
-                raise EngineStopped(self._stop_reason or "stopped", self._stop_error)
-            await self._state_changed.wait()
-
     async def request(
         self,
         endpoint: str,
@@ -311,20 +298,26 @@ class Engine:
         query: str | Mapping[str, Any] | None = None,
         body: Any = None,
         timeout: float | None = None,  # noqa: ASYNC109 - a per-request limit is the contract
+        priority: Priority | None = None,
+        wait: bool = True,
     ) -> Any:
         """Send one request over the websocket and return the response's ``d``.
 
-        Waits for the engine to be live (within the same ``timeout``). Money-moving endpoints
-        are never re-sent: if the connection drops before their answer, ``OutcomeUnknown``.
+        The request joins the engine's queue (see ``docs/rate-limits.md``): it goes out when
+        the engine is live, in priority order, paced under Tradovate's limits; a ``p-ticket``
+        penalty is waited out and the request resent with its ticket, all within this one
+        ``await``. A read-only request still unanswered when its socket dies is resent on the
+        next one. ``wait=False`` fails at once instead of waiting for the engine to be live.
 
         Raises:
             LocalProtocolError: the request cannot be encoded (fails before anything is sent).
+            ConfigError: ``timeout`` is not a positive number.
             RequestError: the server answered with ``s >= 400``.
             RequestTimeout: no answer within ``timeout`` (default ``request_timeout``).
             OutcomeUnknown: a money-moving request was sent, then its connection dropped or
                 its time ran out before the answer: the order may or may not exist.
-            ConnectionLost: any other request whose connection dropped before the answer; the
-                message says whether it had been sent.
+            CaptchaRequired, RateLimited: a penalty lockout began (see ``Penalized``).
+            ConnectionLost: ``wait=False`` and the engine is not live.
             EngineStopped: the engine stopped.
         """
         endpoint = endpoint.strip().lower()
@@ -332,43 +325,39 @@ class Engine:
         limit = self.config.request_timeout if timeout is None else timeout
         if not (isinstance(limit, int | float) and limit > 0):
             raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        slot = _Pending(endpoint, body)
-        conn: _Connection | None = None
-        request_id = -1
-        try:
-            with trio.fail_after(limit):
-                conn = await self._live_connection()
-                request_id = next(conn.ids)
-                conn.pending[request_id] = slot
-                frame = encode_request(endpoint, request_id, query, body)
-                await conn.outbox_send.send((frame, slot))
-                await slot.done.wait()
-        except trio.TooSlowError:
-            timeout_error = RequestTimeout(f"{endpoint}: no answer within {limit:g} s")
-            if slot.sent and endpoint in MONEY_MOVING:
-                raise OutcomeUnknown(endpoint, body) from timeout_error
-            raise timeout_error from None
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            slot.lost = True
-        finally:
-            slot.abandoned = slot.response is None
-            if conn is not None:
-                conn.pending.pop(request_id, None)
-        if slot.lost or slot.response is None:
-            cause = conn.fault.error if conn is not None and conn.fault is not None else None
-            if slot.sent and endpoint in MONEY_MOVING:
-                raise OutcomeUnknown(endpoint, body) from cause
-            state = "sent" if slot.sent else "not sent"
-            raise ConnectionLost(
-                f"connection lost before {endpoint} was answered ({state}): {cause}"
-            ) from cause
-        response = slot.response
-        if response.status >= 400:
-            text = response.data if isinstance(response.data, str) else str(response.data)
-            raise RequestError(endpoint, response.status, text)
-        return response.data
+        if self.state is State.STOPPED:
+            raise EngineStopped(self._stop_reason or "stopped", self._stop_error)
+        if not wait and self.state is not State.LIVE:
+            raise self._pipeline.not_live_error(endpoint)
+        request = Request(endpoint, query, body, priority or classify(endpoint))
+        return await self._pipeline.call(endpoint, query, body, request, limit)
 
-    # ------------------------------------------------------------------------ the supervisor
+    def _lockout_notice(self, reason: str) -> None:
+        conn = self._conn
+        if conn is not None:
+            conn.report(_Lockout(reason))
+
+    def _save_penalty(self) -> None:
+        path = self.config.penalty_state_file
+        if path is None:
+            return
+        data = self._scheduler.dump_penalty(trio.current_time(), self.config.wall_clock())
+        # A few hundred bytes, written only when a penalty starts: not worth a thread.
+        path.write_bytes(data)
+
+    def _load_penalty(self) -> None:
+        path = self.config.penalty_state_file
+        if path is None or not path.exists():
+            return
+        self._scheduler.load_penalty(
+            path.read_bytes(), trio.current_time(), self.config.wall_clock()
+        )
+        if self._scheduler.locked_out(trio.current_time()):
+            logger.error(
+                "a penalty lockout (%s) saved by an earlier run is still running: only "
+                "cancellations and liquidations are sent until it ends",
+                self._scheduler.penalty.lockout_reason,
+            )
 
     def _fire(self, trigger: str, reason: str) -> TransitionRecord:
         return self._chart.fire(trigger, reason=reason, generation=self._generation)
@@ -395,6 +384,7 @@ class Engine:
         if self.state is not State.STOPPED:
             self._stop_error = None
             self._fire("close", "application closed the engine")
+        self._pipeline.stop(EngineStopped(self._stop_reason or "stopped", self._stop_error))
         self._events_send.close()
         for watcher in self._watchers:
             watcher.close()
@@ -454,6 +444,8 @@ class Engine:
                 )
             return base + self._rng.uniform(0, base * 0.25), f"shutdown policy {code}"
         ceiling = policy.ceiling(self._failed_attempts - 1)
+        if fault.min_delay > 0:
+            return fault.min_delay + self._rng.uniform(0, ceiling), "penalty p-time"
         if was_live:
             ceiling = min(ceiling, policy.after_live_cap)
             return self._rng.uniform(0, ceiling), "live connection lost"
@@ -508,7 +500,7 @@ class Engine:
                 nursery.start_soon(self._reader, conn)
                 nursery.start_soon(self._heartbeat, conn)
                 nursery.start_soon(self._watchdog, conn)
-                nursery.start_soon(self._writer, conn)
+                nursery.start_soon(self._sender, conn)
                 try:
                     conn.fault = await self._drive(conn, token)
                     return conn.fault
@@ -516,9 +508,8 @@ class Engine:
                     if conn.fault is None:  # cancelled: the application is closing
                         conn.fault = _Fault("close", "closed", EngineStopped("closing"))
                     self._conn = None
-                    conn.release_pending()
+                    self._pipeline.connection_lost(conn.outbound, conn.fault.error)
                     conn.reports_send.close()
-                    conn.outbox_send.close()
                     await self._close_websocket(ws)
                     nursery.cancel_scope.cancel()
         finally:
@@ -537,17 +528,30 @@ class Engine:
     async def _drive(self, conn: _Connection, token: auth.AccessToken) -> _Fault:
         """React to the connection's reports until the first fault; fire the triggers."""
         deadline = conn.started_at + self.config.connect_timeout
+        sync_due: float | None = None  # the syncrequest waits for its rate budget (300/h)
         while True:
             report: _Report | None = None
-            with trio.move_on_at(deadline):
+            with trio.move_on_at(deadline if sync_due is None else sync_due):
                 report = await conn.reports.receive()
+            if report is None and sync_due is not None:
+                sync_due = None
+                await self._send_sync(conn)
+                deadline = trio.current_time() + self.config.sync_timeout
+                continue
             if report is None:
                 return self._phase_timeout()
             if isinstance(report, _Fault):
                 return report
+            if isinstance(report, _Lockout):
+                self._fire(
+                    "penalized",
+                    f"{report.reason}: only cancellations and liquidations go out for "
+                    f"{self.config.lockout_seconds:g} s",
+                )
+                continue
             if isinstance(report, _Opened):
                 self._fire("opened", "'o' received: sending authorize")
-                conn.authorize_id = next(conn.ids)
+                conn.authorize_id = next(conn.outbound.ids)
                 await self._send_control(
                     conn, encode_request("authorize", conn.authorize_id, None, token.token)
                 )
@@ -556,15 +560,19 @@ class Engine:
                 fault = self._authorization_fault(report.response, token)
                 if fault is not None:
                     return fault
-                self._fire("authorized", "authorize answered s=200: sending user/syncrequest")
-                conn.sync_id = next(conn.ids)
-                body = self._sync_body()
-                await self._send_control(
-                    conn, encode_request("user/syncrequest", conn.sync_id, None, body)
+                now = trio.current_time()
+                pace = self._scheduler.governor.delay("user/syncrequest", now)
+                self._fire(
+                    "authorized",
+                    "authorize answered s=200: sending user/syncrequest"
+                    + (f" in {pace:.1f} s (rate budget)" if pace > 0 else ""),
                 )
-                deadline = trio.current_time() + self.config.sync_timeout
+                sync_due = now + pace
             else:
                 response = report.response
+                penalty = _penalty_of(response)
+                if penalty is not None:
+                    return penalty
                 if response.status != 200 or not isinstance(response.data, dict):
                     text = response.data if isinstance(response.data, str) else "not an object"
                     return _Fault(
@@ -579,7 +587,14 @@ class Engine:
                     "synced",
                     f"snapshot applied: {len(self.store)} entities",
                 )
+                conn.live.set()
                 deadline = float("inf")
+
+    async def _send_sync(self, conn: _Connection) -> None:
+        conn.sync_id = next(conn.outbound.ids)
+        self._scheduler.governor.record("user/syncrequest", trio.current_time())
+        frame = encode_request("user/syncrequest", conn.sync_id, None, self._sync_body())
+        await self._send_control(conn, frame)
 
     def _phase_timeout(self) -> _Fault:
         state = self.state
@@ -700,17 +715,9 @@ class Engine:
             conn.report(_Answered("authorize", response))
         elif response.request_id == conn.sync_id:
             conn.report(_Answered("sync", response))
-        else:
-            slot_id = response.request_id
-            slot = conn.pending.get(slot_id)
-            if slot is None:
-                logger.debug(
-                    "reply to unknown or timed-out request %d dropped", response.request_id
-                )
-                self.counters["late_replies"] += 1
-                return
-            slot.response = response
-            slot.done.set()
+        elif not self._pipeline.on_response(conn.outbound, response):
+            logger.debug("reply to unknown request %d dropped", response.request_id)
+            self.counters["late_replies"] += 1
 
     async def _on_push(self, conn: _Connection, push: Push) -> None:
         if push.kind == "props":
@@ -786,16 +793,11 @@ class Engine:
                 conn.report(_Fault("lost", "stalled", Stalled(limit)))
                 return
 
-    async def _writer(self, conn: _Connection) -> None:
-        try:
-            async for frame, slot in conn.outbox:
-                if slot.abandoned:
-                    continue  # timed out or cancelled while queued: never sent
-                slot.sent = True  # from here on the server may act on it
-                await conn.ws.send_message(frame)
-                self.counters["requests_sent"] += 1
-        except trio_websocket.ConnectionClosed:
-            return
+    async def _sender(self, conn: _Connection) -> None:
+        # A closed socket ends the sender; requests it had in flight are handled by
+        # RequestPipeline.connection_lost when the supervisor leaves the connection.
+        with suppress(trio_websocket.ConnectionClosed):
+            await self._pipeline.run_sender(conn.outbound, conn.ws.send_message, conn.live)
 
 
 def _entity_types_of(sync_body: Mapping[str, Any] | None) -> frozenset[str] | None:

@@ -11,7 +11,7 @@ The tree (``Fault`` kinds used in transition records are in brackets)::
     │                                ``malformed``, logged with an excerpt, skipped
     ├── AuthenticationError          credentials or token rejected (REST errorText, WS 401)
     │   │                            [auth_rejected, credentials_rejected]
-    │   └── CaptchaRequired          the server wants a captcha: no program can answer it
+    │   └── CaptchaRequired          (also a Penalized) the server wants a captcha
     ├── ConnectError                 no websocket could be opened
     │   ├── DNSError                 the host name did not resolve           [dns]
     │   ├── TLSError                 the TLS handshake failed                [tls]
@@ -30,6 +30,9 @@ The tree (``Fault`` kinds used in transition records are in brackets)::
     │   └── RequestTimeout           a caller's request unanswered
     ├── RequestError                 the server answered a request with s >= 400
     │                                [sync_failed when it is user/syncrequest]
+    ├── Penalized                    Tradovate's rate limiting refused a request: a lockout
+    │   ├── CaptchaRequired          p-captcha: no program can answer it; wait ~1 hour
+    │   └── RateLimited              status 429: wait ~1 hour
     ├── OutcomeUnknown               a money-moving request was in flight when the connection
     │                                dropped: reconcile from the synced store, never resend
     └── EngineStopped                the engine is in its terminal state; carries the reason
@@ -115,8 +118,16 @@ class AuthenticationError(TradovateError):
         self.retryable = retryable
 
 
-class CaptchaRequired(AuthenticationError):
+class Penalized(TradovateError):
+    """Tradovate's rate limiting refused a request and a lockout began (P-RL, §8)."""
+
+
+class CaptchaRequired(Penalized, AuthenticationError):
     """Tradovate answered with ``p-captcha``: a server program cannot solve it; wait ~1 hour."""
+
+
+class RateLimited(Penalized):
+    """Tradovate answered 429: a user-level limit was hit; wait ~1 hour (P-RL)."""
 
 
 class ConnectError(TradovateError):

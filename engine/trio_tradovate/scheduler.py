@@ -215,6 +215,12 @@ class RequestScheduler:
         self._heap = [entry for entry in self._heap if entry[2] is not job]
         heapq.heapify(self._heap)
 
+    def drain(self) -> list[Job]:
+        """Take every queued job off the queue (the engine is stopping)."""
+        jobs = [entry[2] for entry in sorted(self._heap)]
+        self._heap.clear()
+        return jobs
+
     def locked_out(self, now: float) -> bool:
         """Whether a captcha or 429 lockout is running."""
         return now < self.penalty.lockout_until

@@ -96,6 +96,12 @@ TRANSITIONS: tuple[Transition, ...] = (
         doc="drop, close, stall, shutdown, rejected or timed-out phase",
     ),
     Transition("retry", (State.BACKOFF,), State.CONNECTING, doc="backoff delay elapsed"),
+    Transition(
+        "penalized",
+        (State.LIVE,),
+        State.LIVE,
+        doc="captcha or 429: lockout, only cancellations go out",
+    ),
     Transition("fail", NON_TERMINAL, State.STOPPED, doc="unrecoverable: e.g. bad credentials"),
     Transition("close", NON_TERMINAL, State.STOPPED, doc="application closed the engine"),
 )
