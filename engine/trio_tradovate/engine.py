@@ -128,6 +128,9 @@ class _Connection:
         self.outbound = Outbound()
         #: Set once the snapshot is applied: application requests may go out from then on.
         self.live = trio.Event()
+        #: Cancelled first when the connection ends, so no request is taken off the queue
+        #: for a socket that is going away.
+        self.sender_scope = trio.CancelScope()
         self.started_at = trio.current_time()
         self.last_frame_at = self.started_at
         self.reader_blocked = False
@@ -508,6 +511,7 @@ class Engine:
                     if conn.fault is None:  # cancelled: the application is closing
                         conn.fault = _Fault("close", "closed", EngineStopped("closing"))
                     self._conn = None
+                    conn.sender_scope.cancel()
                     self._pipeline.connection_lost(conn.outbound, conn.fault.error)
                     conn.reports_send.close()
                     await self._close_websocket(ws)
@@ -796,7 +800,7 @@ class Engine:
     async def _sender(self, conn: _Connection) -> None:
         # A closed socket ends the sender; requests it had in flight are handled by
         # RequestPipeline.connection_lost when the supervisor leaves the connection.
-        with suppress(trio_websocket.ConnectionClosed):
+        with conn.sender_scope, suppress(trio_websocket.ConnectionClosed):
             await self._pipeline.run_sender(conn.outbound, conn.ws.send_message, conn.live)
 
 
