@@ -203,6 +203,7 @@ class Engine:
         self._generation = 0
         self._failed_attempts = 0
         self._live_since: float | None = None
+        self._was_live = False  # whether the connection that just ended had been live
         self._keeper = auth.TokenKeeper(
             http,
             config.rest_url,
@@ -396,30 +397,10 @@ class Engine:
         self._fire("start", "application opened the engine")
         while True:
             self._generation += 1
-            fault = await self._connection_cycle()
-            self.counters[f"fault.{fault.kind}"] += 1
-            self._stop_error = fault.error  # kept only if this fault ends up stopping us
-            if fault.trigger == "fail":
-                logger.error("%s; the engine stops (nothing to retry with)", fault.describe())
-                self._fire("fail", fault.describe())
+            fault = await self._connection_cycle()  # its transition has been fired already
+            if self.state is State.STOPPED:
                 return
-            was_live = self._live_since is not None
-            if was_live:
-                assert self._live_since is not None
-                stable = trio.current_time() - self._live_since >= self.config.backoff.stable_after
-                if stable:
-                    self._failed_attempts = 0
-            self._live_since = None
-            self._failed_attempts += 1
-            record = self._fire(fault.trigger, fault.describe())
-            if record.dest is State.STOPPED:
-                logger.error(
-                    "%s; retry budget of %s attempts used up, the engine stops",
-                    fault.describe(),
-                    self.config.backoff.retry_budget,
-                )
-                return
-            delay, why = self._backoff_delay(fault, was_live)
+            delay, why = self._backoff_delay(fault, self._was_live)
             log = logger.error if isinstance(fault.error, ServerShutdown) else logger.warning
             log(
                 "%s; reconnecting in %.2f s (attempt %d, %s)",
@@ -431,6 +412,31 @@ class Engine:
             await trio.sleep(delay)
             self.counters["reconnects"] += 1
             self._fire("retry", f"waited {delay:.3f} s (attempt {self._failed_attempts}, {why})")
+
+    def _conclude(self, fault: _Fault) -> _Fault:
+        """Fire the transition a fault leads to, the moment it is known (before any cleanup,
+        so the record's time is when the engine knew, not when the socket finished closing)."""
+        self.counters[f"fault.{fault.kind}"] += 1
+        self._stop_error = fault.error  # kept only if this fault ends up stopping us
+        if fault.trigger == "fail":
+            logger.error("%s; the engine stops (nothing to retry with)", fault.describe())
+            self._fire("fail", fault.describe())
+            return fault
+        self._was_live = self._live_since is not None
+        if self._live_since is not None:
+            stable = trio.current_time() - self._live_since >= self.config.backoff.stable_after
+            if stable:
+                self._failed_attempts = 0
+        self._live_since = None
+        self._failed_attempts += 1
+        record = self._fire(fault.trigger, fault.describe())
+        if record.dest is State.STOPPED:
+            logger.error(
+                "%s; retry budget of %s attempts used up, the engine stops",
+                fault.describe(),
+                self.config.backoff.retry_budget,
+            )
+        return fault
 
     def _backoff_delay(self, fault: _Fault, was_live: bool) -> tuple[float, str]:
         """How long to wait before the next attempt, and the policy that decided it."""
@@ -467,9 +473,9 @@ class Engine:
         try:
             token = await self._ensure_token()
         except AuthenticationError as exc:
-            return _Fault("fail", "credentials_rejected", exc)
+            return self._conclude(_Fault("fail", "credentials_rejected", exc))
         except ConnectError as exc:
-            return _Fault("connect_failed", _fault_kind(exc), exc)
+            return self._conclude(_Fault("connect_failed", _fault_kind(exc), exc))
         url = urlsplit(self.config.websocket_url)
         host = url.hostname or ""
         tls = url.scheme == "wss"
@@ -493,11 +499,11 @@ class Engine:
                 except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
                     nursery.cancel_scope.cancel()
                     error = classify_connect_error(exc)
-                    return _Fault("connect_failed", _fault_kind(error), error)
+                    return self._conclude(_Fault("connect_failed", _fault_kind(error), error))
                 except trio_websocket.HandshakeError as exc:
                     nursery.cancel_scope.cancel()
                     error = classify_connect_error(exc)
-                    return _Fault("connect_failed", _fault_kind(error), error)
+                    return self._conclude(_Fault("connect_failed", _fault_kind(error), error))
                 conn = _Connection(ws, self._generation)
                 self._conn = conn
                 nursery.start_soon(self._reader, conn)
@@ -505,7 +511,7 @@ class Engine:
                 nursery.start_soon(self._watchdog, conn)
                 nursery.start_soon(self._sender, conn)
                 try:
-                    conn.fault = await self._drive(conn, token)
+                    conn.fault = self._conclude(await self._drive(conn, token))
                     return conn.fault
                 finally:
                     if conn.fault is None:  # cancelled: the application is closing

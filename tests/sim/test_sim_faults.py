@@ -8,7 +8,7 @@ import trio
 import trio.testing
 
 from trio_tradovate.sim import SimConfig, open_simulator
-from trio_tradovate.sim.rawclient import open_raw
+from trio_tradovate.sim.rawclient import apply_events, apply_snapshot, open_raw
 from trio_tradovate.transport import Connector
 
 QUIET = SimConfig(activity_interval=None)
@@ -114,3 +114,23 @@ async def test_ignore_authorize_then_auth_timeout(autojump_clock: trio.testing.M
         sim.ignore_authorize(False)
         async with open_raw(sim) as again:
             assert (await again.authorize(sim.issue_token()))["s"] == 200
+
+
+async def test_a_short_stall_delays_frames_but_never_loses_them(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """TCP semantics: a path that recovers delivers what was written meanwhile, in order."""
+    config = SimConfig(activity_interval=1.0, client_heartbeat_timeout=1000.0)
+    async with open_simulator(config) as sim, open_raw(sim) as client:
+        await client.authorize(sim.issue_token())
+        reply = await client.call("user/syncrequest", 1, "", f'{{"users":[{sim.user_id}]}}')
+        state = apply_snapshot(reply["d"])
+        sim.stall()
+        await trio.sleep(20)  # the world moves on while nothing is written
+        truth = sim.truth()
+        assert state != truth
+        sim.stall(False)
+        sim.pause_activity()
+        await client.call("account/list", 2)  # every held frame arrives before this answer
+        apply_events(state, client.events)
+        assert state == truth == sim.truth()

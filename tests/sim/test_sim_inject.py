@@ -238,7 +238,7 @@ class _Recorder(trio.abc.Stream):
 async def test_split_frames_writes_in_small_pieces() -> None:
     core = SimCore(QUIET, 0.0)
     recorder = _Recorder()
-    stream = _SimStream(recorder, core)
+    stream = _SimStream(recorder, core, trio.Event)
     core.split_max_bytes = 7
     await stream.send_all(b"x" * 23)
     assert recorder.writes == [7, 7, 7, 2]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,19 +36,28 @@ _IO_ERRORS = (ConnectionClosed, HandshakeError, trio.BrokenResourceError, trio.C
 
 class _SimStream(trio.abc.Stream):
     """Wraps a server-side stream: replays already-read bytes first, and while the simulator
-    is stalled discards whole writes, so the socket is silent at the TCP level (even WS pongs)
-    while staying framed correctly once the stall ends. Under ``split_frames`` every write goes
-    out in small pieces with a checkpoint between them, so websocket frames straddle reads."""
+    is stalled *holds* every write, so the socket is silent at the TCP level (even WS pongs).
+    Held bytes go out, in order, when the stall ends: that is what TCP does when a path
+    recovers (retransmission), and it means a short stall delays data but never loses it. A
+    client that gives up on the socket meanwhile simply never reads them. Under
+    ``split_frames`` every write goes out in small pieces with a checkpoint between them, so
+    websocket frames straddle reads."""
 
-    def __init__(self, inner: trio.abc.Stream, core: SimCore, prefix: bytes = b"") -> None:
+    def __init__(
+        self,
+        inner: trio.abc.Stream,
+        core: SimCore,
+        resumed: Callable[[], trio.Event],
+        prefix: bytes = b"",
+    ) -> None:
         self._inner = inner
         self._core = core
+        self._resumed = resumed
         self._prefix = prefix
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._core.stalled:
-            await trio.lowlevel.checkpoint()
-            return
+        while self._core.stalled:
+            await self._resumed().wait()
         piece = self._core.split_max_bytes
         if piece is None or len(data) <= piece:
             await self._inner.send_all(data)
@@ -109,6 +118,7 @@ class Simulator:
         self.config = config
         self.nursery = nursery
         self._core = SimCore(config, trio.current_time())
+        self._resumed = trio.Event()  # replaced each time a stall ends
         self._conns: list[_Conn] = []
         self._refuse_until: float | None = None
 
@@ -173,10 +183,14 @@ class Simulator:
             await conn.done.wait()
 
     def stall(self, on: bool = True) -> None:
-        """Half-open silence: while on, every socket writes nothing at all (it still reads)."""
+        """Half-open silence: while on, no socket writes anything (it still reads); what would
+        have been written is held and delivered, in order, when the stall ends."""
         if on:
             self._core.injected["stall"] += 1
         self._core.stalled = on
+        if not on:
+            self._resumed.set()
+            self._resumed = trio.Event()
         self._kick()
 
     async def close_connections(self, code: int = 3000, reason: str = "Go away!") -> None:
@@ -348,7 +362,7 @@ class Simulator:
         when REST and websocket share one port). The stream is closed on return.
         """
         try:
-            await self._serve(_SimStream(stream, self._core, prefix))
+            await self._serve(_SimStream(stream, self._core, lambda: self._resumed, prefix))
         except _IO_ERRORS as exc:
             logger.debug("websocket ended: %r", exc)
         except Exception:
@@ -408,9 +422,9 @@ class Simulator:
                 while session.outbox:
                     action = session.outbox.popleft()
                     if isinstance(action, SendFrame):
-                        if not self._core.stalled:
-                            await ws.send_message(action.text)
-                            audit.frames_sent[action.kind] += 1
+                        # During a stall this blocks in _SimStream until the stall ends.
+                        await ws.send_message(action.text)
+                        audit.frames_sent[action.kind] += 1
                         continue
                     await self._close(ws, action, audit)
                     session.finished("close frame", trio.current_time())
@@ -427,10 +441,9 @@ class Simulator:
     async def _close(
         self, ws: WebSocketConnection, action: CloseSocket, audit: SocketAudit
     ) -> None:
-        if not self._core.stalled:
+        with trio.move_on_after(self.config.close_timeout):
             await ws.send_message("c" + orjson.dumps([action.code, action.reason]).decode())
             audit.frames_sent["c"] += 1
-        with trio.move_on_after(self.config.close_timeout):
             await ws.aclose(1000)
 
     async def _activity(self) -> None:
