@@ -18,12 +18,22 @@ import httpx
 import trio
 
 from .config import Credentials
-from .errors import AuthenticationError, CaptchaRequired, ConnectError, classify_connect_error
+from .errors import (
+    AuthenticationError,
+    CaptchaRequired,
+    ConnectError,
+    Penalized,
+    classify_connect_error,
+)
 
 logger = logging.getLogger("trio_tradovate.auth")
 
 #: How many time penalties one token request honours before giving up.
 MAX_PENALTIES = 3
+
+#: Added to every ``p-time`` wait: clocks and latencies differ, and a resend that arrives a
+#: hair early earns a new penalty, while one that arrives a quarter second late costs nothing.
+PENALTY_MARGIN = 0.25
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,8 @@ class AccessToken:
     name: str | None = None
     #: Minted by us in this process (``True``) or given by the caller (``False``).
     fresh: bool = True
+    #: When we received it (trio time), if we minted it.
+    minted_at: float | None = None
 
     def seconds_left(self, now: datetime) -> float | None:
         """Seconds until ``expiration``; ``None`` when the server did not say."""
@@ -74,6 +86,7 @@ def _token_from(body: Any) -> AccessToken:
         expiration=_parse_time(body.get("expirationTime")),
         user_id=user_id if isinstance(user_id, int) else None,
         name=body.get("name") if isinstance(body.get("name"), str) else None,
+        minted_at=trio.current_time(),
     )
 
 
@@ -108,11 +121,11 @@ async def request_access_token(
         if isinstance(answer, dict) and "p-ticket" in answer and not answer.get("p-captcha"):
             wait = float(answer.get("p-time") or 0)
             logger.warning("token request penalised: waiting %.1f s, then resending", wait)
-            await trio.sleep(wait)
+            await trio.sleep(wait + PENALTY_MARGIN)
             body = {**credentials.request_body(), "p-ticket": answer["p-ticket"]}
             continue
         return _token_from(answer)
-    raise AuthenticationError("token request still penalised after several waits")
+    raise Penalized("token request still penalised after several waits; retrying later")
 
 
 async def renew_access_token(
@@ -135,14 +148,21 @@ async def renew_access_token(
         if isinstance(answer, dict) and "p-ticket" in answer and not answer.get("p-captcha"):
             wait = float(answer.get("p-time") or 0)
             logger.warning("token renewal penalised: waiting %.1f s, then resending", wait)
-            await trio.sleep(wait)
+            await trio.sleep(wait + PENALTY_MARGIN)
             params = {"p-ticket": str(answer["p-ticket"])}
             continue
         break
+    else:
+        raise Penalized("token renewal still penalised after several waits; retrying later")
     renewed = _token_from(answer)
     if renewed.user_id is None and token.user_id is not None:
         renewed = AccessToken(
-            renewed.token, renewed.md_token, renewed.expiration, token.user_id, token.name
+            renewed.token,
+            renewed.md_token,
+            renewed.expiration,
+            token.user_id,
+            token.name,
+            minted_at=renewed.minted_at,
         )
     return renewed
 
@@ -227,7 +247,7 @@ class TokenKeeper:
         if current is not None:
             try:
                 renewed = await renew_access_token(self._http, self._rest_url, current)
-            except AuthenticationError as exc:
+            except (AuthenticationError, Penalized) as exc:
                 logger.info("token renewal refused (%s); %s", exc, "logging in again")
             else:
                 self.renewals += 1
@@ -261,6 +281,6 @@ class TokenKeeper:
                 continue  # someone refreshed meanwhile
             try:
                 await self.get()
-            except (AuthenticationError, ConnectError) as exc:
+            except (AuthenticationError, ConnectError, Penalized) as exc:
                 logger.warning("background token renewal failed (%s); retrying in 60 s", exc)
                 await trio.sleep(60)

@@ -79,6 +79,9 @@ from .transport import Connector, TcpConnector
 
 logger = logging.getLogger("trio_tradovate.engine")
 
+#: A token received this recently (s) and rejected at once was never good.
+_JUST_MINTED = 60.0
+
 #: Websocket close codes that mean the bytes were bad, not that the peer went away.
 _PROTOCOL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1009})
 
@@ -204,6 +207,7 @@ class Engine:
         self._failed_attempts = 0
         self._live_since: float | None = None
         self._was_live = False  # whether the connection that just ended had been live
+        self._fault_at = 0.0  # when the last fault was known
         self._keeper = auth.TokenKeeper(
             http,
             config.rest_url,
@@ -212,7 +216,7 @@ class Engine:
             wall_clock=config.wall_clock,
             margin=config.token_refresh_margin,
         )
-        self._auth_rejections = 0  # consecutive, reset when a connection goes live
+        self._auth_rejections = 0  # consecutive refusals of just-minted tokens
         self._user_id = config.user_id
         self._conn: _Connection | None = None
         self._state_changed = trio.Event()
@@ -409,7 +413,8 @@ class Engine:
                 self._failed_attempts,
                 why,
             )
-            await trio.sleep(delay)
+            # Measured from when the fault was known, not from when cleanup finished.
+            await trio.sleep_until(self._fault_at + delay)
             self.counters["reconnects"] += 1
             self._fire("retry", f"waited {delay:.3f} s (attempt {self._failed_attempts}, {why})")
 
@@ -417,6 +422,7 @@ class Engine:
         """Fire the transition a fault leads to, the moment it is known (before any cleanup,
         so the record's time is when the engine knew, not when the socket finished closing)."""
         self.counters[f"fault.{fault.kind}"] += 1
+        self._fault_at = trio.current_time()
         self._stop_error = fault.error  # kept only if this fault ends up stopping us
         if fault.trigger == "fail":
             logger.error("%s; the engine stops (nothing to retry with)", fault.describe())
@@ -472,8 +478,10 @@ class Engine:
         """One connection attempt, from token to the first fault."""
         try:
             token = await self._ensure_token()
-        except AuthenticationError as exc:
+        except AuthenticationError as exc:  # includes CaptchaRequired: no program can go on
             return self._conclude(_Fault("fail", "credentials_rejected", exc))
+        except Penalized as exc:
+            return self._conclude(_Fault("connect_failed", "login_penalized", exc))
         except ConnectError as exc:
             return self._conclude(_Fault("connect_failed", _fault_kind(exc), exc))
         url = urlsplit(self.config.websocket_url)
@@ -640,12 +648,15 @@ class Engine:
             retryable=self.config.credentials is not None,
         )
         self._keeper.reject(token)
-        self._auth_rejections += 1
         if self.config.credentials is None:
             return _Fault("fail", "auth_rejected", error)
-        if token.fresh and self._auth_rejections >= 2:
-            # A token minted moments ago was rejected again: more logins would only spend
-            # Tradovate's session and rate budgets.
+        # A token that was used a while can have expired or been revoked: get another. One
+        # minted for this very attempt and refused anyway, twice in a row, means the server
+        # will not take our tokens: more logins would only spend session and rate budgets.
+        minted = token.minted_at
+        just_minted = minted is not None and trio.current_time() - minted <= _JUST_MINTED
+        self._auth_rejections = self._auth_rejections + 1 if just_minted else 0
+        if self._auth_rejections >= 2:
             return _Fault("fail", "auth_rejected", error)
         return _Fault("lost", "auth_rejected", error)
 

@@ -36,6 +36,9 @@ import orjson
 
 from .errors import ConfigError
 
+#: Added to every ``p-time`` wait (see ``auth.PENALTY_MARGIN``): early resends are penalised.
+PENALTY_MARGIN = 0.25
+
 
 class Priority(enum.IntEnum):
     """Lower values go first."""
@@ -267,7 +270,7 @@ class RequestScheduler:
         """
         job.penalties += 1
         job.ticket = ticket
-        wait: float = max(p_time, 0.0) * 2.0 ** (job.penalties - 1)
+        wait: float = max(p_time, 0.0) * 2.0 ** (job.penalties - 1) + PENALTY_MARGIN
         self.penalty.paused_until = max(self.penalty.paused_until, now + wait)
         self.penalty.penalties += 1
         self.requeue(job)

@@ -17,8 +17,8 @@ from typing import Any
 
 import trio
 
-from trio_tradovate import Engine, EntityChange, State, open_engine
-from trio_tradovate.sim import SimConfig, Simulator, open_simulator
+from trio_tradovate import Engine, EntityChange, State, TradovateError, open_engine
+from trio_tradovate.sim import MALFORMED_KINDS, SimConfig, Simulator, open_simulator
 from trio_tradovate.testing import ScriptedConnector
 
 from ..conftest import config_for
@@ -115,66 +115,145 @@ def check_invariants(sim: Simulator, engine: Engine, consumer: Consumer, where: 
         fail(f"consumer saw duplicates: {consumer.problems[:3]}")
 
 
-Step = Callable[[Simulator, ScriptedConnector, Consumer, random.Random], Awaitable[None]]
+@dataclass
+class Ctx:
+    """What a schedule step may touch."""
+
+    sim: Simulator
+    engine: Engine
+    connector: ScriptedConnector
+    consumer: Consumer
+    rng: random.Random
+    nursery: trio.Nursery
+    requests_done: int = 0
+    requests_failed: Counter[str] = field(default_factory=Counter)
 
 
-async def _drop(sim: Simulator, _c: ScriptedConnector, _k: Consumer, _r: random.Random) -> None:
-    await sim.drop_connections()
+Step = Callable[[Ctx], Awaitable[None]]
 
 
-async def _stall(sim: Simulator, _c: ScriptedConnector, _k: Consumer, rng: random.Random) -> None:
-    sim.stall()
-    await trio.sleep(rng.uniform(3, 25))
-    sim.stall(False)
+async def _drop(ctx: Ctx) -> None:
+    await ctx.sim.drop_connections()
 
 
-async def _close(sim: Simulator, _c: ScriptedConnector, _k: Consumer, rng: random.Random) -> None:
-    await sim.close_connections(rng.choice([1000, 1011, 3000, 4000]), "Go away!")
+async def _stall(ctx: Ctx) -> None:
+    ctx.sim.stall()
+    await trio.sleep(ctx.rng.uniform(3, 25))
+    ctx.sim.stall(False)
+
+
+async def _close(ctx: Ctx) -> None:
+    await ctx.sim.close_connections(ctx.rng.choice([1000, 1011, 3000, 4000]), "Go away!")
 
 
 def _shutdown(code: str) -> Step:
-    async def step(sim: Simulator, _c: ScriptedConnector, _k: Consumer, _r: random.Random) -> None:
-        await sim.shutdown(code, f"{code} (scheduled)")
+    async def step(ctx: Ctx) -> None:
+        await ctx.sim.shutdown(code, f"{code} (scheduled)")
 
     return step
 
 
-async def _refuse(sim: Simulator, _c: ScriptedConnector, _k: Consumer, rng: random.Random) -> None:
-    sim.refuse_connections(until=trio.current_time() + rng.uniform(5, 90))
-    await sim.drop_connections()
+async def _refuse(ctx: Ctx) -> None:
+    ctx.sim.refuse_connections(until=trio.current_time() + ctx.rng.uniform(5, 90))
+    await ctx.sim.drop_connections()
 
 
-async def _ignore_auth(
-    sim: Simulator, _c: ScriptedConnector, _k: Consumer, rng: random.Random
-) -> None:
-    sim.ignore_authorize()
-    await sim.drop_connections()
-    await trio.sleep(rng.uniform(5, 30))
-    sim.ignore_authorize(False)
+async def _ignore_auth(ctx: Ctx) -> None:
+    ctx.sim.ignore_authorize()
+    await ctx.sim.drop_connections()
+    await trio.sleep(ctx.rng.uniform(5, 30))
+    ctx.sim.ignore_authorize(False)
 
 
-async def _expire(sim: Simulator, _c: ScriptedConnector, _k: Consumer, _r: random.Random) -> None:
-    sim.expire_tokens()
-    await sim.drop_connections()
+async def _expire(ctx: Ctx) -> None:
+    ctx.sim.expire_tokens()
+    await ctx.sim.drop_connections()
+
+
+async def _expire_renewal_refused(ctx: Ctx) -> None:
+    ctx.sim.fail_renewals()
+    ctx.sim.expire_tokens()
+    await ctx.sim.drop_connections()
+    await trio.sleep(ctx.rng.uniform(5, 30))
+    ctx.sim.fail_renewals(False)
+
+
+async def _login_penalised(ctx: Ctx) -> None:
+    ctx.sim.penalize_auth(ctx.rng.uniform(1, 20))
+    ctx.sim.fail_renewals()
+    ctx.sim.expire_tokens()
+    await ctx.sim.drop_connections()
+    await trio.sleep(ctx.rng.uniform(25, 40))
+    ctx.sim.fail_renewals(False)
 
 
 def _connect_fault(kind: str) -> Step:
-    async def step(
-        sim: Simulator, connector: ScriptedConnector, _k: Consumer, rng: random.Random
-    ) -> None:
-        connector.fail_next(kind, times=rng.randint(1, 3))
-        await sim.drop_connections()
+    async def step(ctx: Ctx) -> None:
+        ctx.connector.fail_next(kind, times=ctx.rng.randint(1, 3))
+        await ctx.sim.drop_connections()
 
     return step
 
 
-async def _slow_consumer(
-    _s: Simulator, _c: ScriptedConnector, consumer: Consumer, rng: random.Random
-) -> None:
-    consumer.pause(trio.current_time() + rng.uniform(5, 60))
+def _malformed(kind: str) -> Step:
+    async def step(ctx: Ctx) -> None:
+        def skipped() -> int:
+            return ctx.engine.counters["malformed"] + ctx.engine.counters["unknown_events"]
+
+        generation, before = ctx.engine.generation, skipped()
+        live = ctx.engine.state is State.LIVE
+        ctx.sim.inject_malformed(kind)
+        await trio.sleep(0.5)
+        # counted and skipped; the connection stays up (checked when nothing else moved)
+        if live and ctx.engine.generation == generation and skipped() <= before:
+            raise InvariantViolation(f"malformed {kind} was not counted")
+        if live and ctx.engine.generation != generation:
+            raise InvariantViolation(f"malformed {kind} cost the connection")
+
+    return step
 
 
-async def _quiet(_s: Simulator, _c: ScriptedConnector, _k: Consumer, _r: random.Random) -> None:
+async def _duplicate(ctx: Ctx) -> None:
+    ctx.sim.duplicate_props()
+    await trio.sleep(ctx.rng.uniform(3, 30))
+    ctx.sim.duplicate_props(False)
+
+
+async def _replay(ctx: Ctx) -> None:
+    ctx.sim.replay_props(ctx.rng.randint(1, 30))
+
+
+async def _split(ctx: Ctx) -> None:
+    ctx.sim.split_frames(ctx.rng.randint(1, 64))
+    await trio.sleep(ctx.rng.uniform(3, 20))
+    ctx.sim.split_frames(None)
+
+
+async def _requests(ctx: Ctx) -> None:
+    """Read-only requests in the background: answered, or a typed error; never a hang."""
+
+    async def one() -> None:
+        try:
+            await ctx.engine.request("account/list", timeout=120)
+        except TradovateError as exc:
+            ctx.requests_failed[type(exc).__name__] += 1
+        else:
+            ctx.requests_done += 1
+
+    for _ in range(ctx.rng.randint(1, 20)):
+        ctx.nursery.start_soon(one)
+
+
+async def _penalised_requests(ctx: Ctx) -> None:
+    ctx.sim.penalize_requests(endpoint="account/list", p_time=ctx.rng.uniform(1, 10))
+    await _requests(ctx)
+
+
+async def _slow_consumer(ctx: Ctx) -> None:
+    ctx.consumer.pause(trio.current_time() + ctx.rng.uniform(5, 60))
+
+
+async def _quiet(ctx: Ctx) -> None:
     return
 
 
@@ -188,11 +267,19 @@ STEPS: dict[str, tuple[Step, int]] = {
     "refuse": (_refuse, 3),
     "authorize_unanswered": (_ignore_auth, 2),
     "token_expired": (_expire, 2),
+    "token_expired_renewal_refused": (_expire_renewal_refused, 1),
+    "login_penalised": (_login_penalised, 1),
     "dns_failure": (_connect_fault("dns"), 1),
     "tls_failure": (_connect_fault("tls"), 1),
     "connect_timeout": (_connect_fault("timeout"), 1),
+    "duplicate_props": (_duplicate, 3),
+    "replay_props": (_replay, 3),
+    "split_frames": (_split, 2),
+    "requests": (_requests, 3),
+    "penalised_requests": (_penalised_requests, 2),
     "slow_consumer": (_slow_consumer, 3),
     "quiet": (_quiet, 4),
+    **{f"malformed_{kind}": (_malformed(kind), 1) for kind in MALFORMED_KINDS},
 }
 
 
@@ -219,17 +306,21 @@ async def run_schedule(seed: int, sequence: list[str] | None = None) -> Schedule
         config = config_for(sim, connector=connector, seed=seed)
         async with open_engine(config) as engine, trio.open_nursery() as nursery:
             nursery.start_soon(consumer.run, engine)
+            ctx = Ctx(sim, engine, connector, consumer, rng, nursery)
             await engine.wait_for(State.LIVE)
             for index in range(count):
                 name = sequence[index] if sequence else rng.choices(names, weights)[0]
                 report.faults[name] += 1
-                await STEPS[name][0](sim, connector, consumer, rng)
+                await STEPS[name][0](ctx)
                 await trio.sleep(rng.uniform(0.5, 40))
                 check_invariants(sim, engine, consumer, f"seed {seed} step {index} ({name})")
             # Recovery: every fault lifted; the engine must get back to the truth by itself.
             sim.stall(False)
             sim.ignore_authorize(False)
             sim.refuse_connections(None)
+            sim.duplicate_props(False)
+            sim.split_frames(None)
+            sim.fail_renewals(False)
             consumer.unpause()
             sim.pause_activity()
             with trio.fail_after(3 * 3600):

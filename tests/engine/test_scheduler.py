@@ -91,19 +91,19 @@ def test_penalty_pauses_everything_then_resends_with_ticket_first() -> None:
     scheduler.submit(first)
     scheduler.submit(job("account/list"))
     assert scheduler.next_job(0.0)[0] is first
-    assert scheduler.on_penalty(first, "T-1", 5.0, now=0.0) == 5.0
+    assert scheduler.on_penalty(first, "T-1", 5.0, now=0.0) == 5.25  # p-time + margin
     scheduler.submit(job("order/cancelorder"))
-    paused, wait = scheduler.next_job(4.9)
+    paused, wait = scheduler.next_job(5.15)
     assert paused is None
     assert wait == pytest.approx(0.1)
-    again, _ = scheduler.next_job(5.0)
+    again, _ = scheduler.next_job(5.25)
     assert again is not None
     assert again.endpoint == "order/cancelorder"  # priority still applies after the pause
-    again, _ = scheduler.next_job(5.0)
+    again, _ = scheduler.next_job(5.25)
     assert again is first
     assert first.send_body() == {"name": "ESZ6", "p-ticket": "T-1"}
     assert first.body == {"name": "ESZ6"}  # the original body is untouched
-    assert scheduler.on_penalty(first, "T-2", 5.0, now=5.0) == 10.0  # repeat: longer
+    assert scheduler.on_penalty(first, "T-2", 5.0, now=5.0) == 10.25  # repeat: longer
 
 
 def test_lockout_lets_only_cancellations_through() -> None:

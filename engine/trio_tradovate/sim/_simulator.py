@@ -365,6 +365,13 @@ class Simulator:
             await self._serve(_SimStream(stream, self._core, lambda: self._resumed, prefix))
         except _IO_ERRORS as exc:
             logger.debug("websocket ended: %r", exc)
+        except ExceptionGroup as group:
+            # A client that goes away mid-handshake surfaces here wrapped by the nursery.
+            _, rest = group.split(_IO_ERRORS)
+            if rest is not None:
+                logger.exception("simulator websocket handler failed", exc_info=rest)
+            else:
+                logger.debug("websocket ended: %r", group)
         except Exception:
             # An exception escaping would crash the owning nursery (trio-stack-notes §4).
             logger.exception("simulator websocket handler failed")
