@@ -51,8 +51,9 @@ class Consumer:
     problems: list[str] = field(default_factory=list)
 
     def pause(self, until: float) -> None:
-        self.paused_until = until
-        self.resume = trio.Event()
+        self.paused_until = max(self.paused_until, until)
+        if self.resume.is_set():
+            self.resume = trio.Event()
 
     def unpause(self) -> None:
         self.paused_until = 0.0
@@ -77,8 +78,8 @@ class Consumer:
 
     async def run(self, engine: Engine) -> None:
         async for change in engine.events():
-            if trio.current_time() < self.paused_until:
-                with trio.move_on_at(self.paused_until):  # a slow consumer
+            while trio.current_time() < self.paused_until:  # a slow consumer
+                with trio.move_on_at(self.paused_until):
                     await self.resume.wait()
             self.apply(change)
 
