@@ -171,6 +171,9 @@ class EngineConfig:
     lockout_seconds: float = 3600.0
     #: Where to save a running penalty pause or lockout, so a restart keeps honouring it.
     penalty_state_file: Path | None = None
+    #: Where to keep the ids of fills already announced, so a restart never announces a fill
+    #: twice (``None``: within one process only).
+    checkpoint_file: Path | None = None
     #: Seed of the backoff jitter (``None``: from the OS). Tests pass one for reproducibility.
     seed: int | None = None
     #: The UTC wall clock that token expiry is judged by; a simulator passes its own.

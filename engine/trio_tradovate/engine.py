@@ -58,6 +58,7 @@ from .errors import (
     classify_connect_error,
     excerpt,
 )
+from .feed import ChangeFeed, FillLedger
 from .pipeline import Outbound, Request, RequestPipeline
 from .protocol import (
     HEARTBEAT_FRAME,
@@ -136,7 +137,6 @@ class _Connection:
         self.sender_scope = trio.CancelScope()
         self.started_at = trio.current_time()
         self.last_frame_at = self.started_at
-        self.reader_blocked = False
         self.opened = False
         self.authorize_id: int | None = None
         self.sync_id: int | None = None
@@ -223,7 +223,8 @@ class Engine:
         self._events_send, self._events_recv = trio.open_memory_channel[EntityChange](
             config.event_buffer
         )
-        self._subscribed = False
+        self._feed = ChangeFeed(FillLedger(config.checkpoint_file))
+        self._feed_wake = trio.Event()
         self._watchers: list[trio.MemorySendChannel[TransitionRecord]] = []
         self._run_scope = trio.CancelScope()
         self._stop_reason: str | None = None
@@ -265,13 +266,13 @@ class Engine:
         return budget is not None and self._failed_attempts >= budget
 
     def events(self) -> trio.MemoryReceiveChannel[EntityChange]:
-        """The stream of entity changes, snapshot-derived ones first after each sync.
+        """The stream of entity changes, from the first snapshot on (there is only one).
 
-        Changes are queued only once this has been called, so an application that only reads
-        :attr:`store` never fills a buffer. The channel is bounded (``event_buffer``): a slow
-        consumer slows the reader down instead of growing memory.
+        Applying every change received, in order, rebuilds exactly the store's state. The
+        channel is bounded (``event_buffer``); behind it, a consumer that falls behind gets
+        changes coalesced per entity (``coalesced=True``) instead of an ever-growing backlog,
+        and the reader never waits for it (see ``docs/state-recovery.md``).
         """
-        self._subscribed = True
         return self._events_recv
 
     def watch_transitions(self, buffer: int = 256) -> trio.MemoryReceiveChannel[TransitionRecord]:
@@ -386,9 +387,11 @@ class Engine:
     async def _supervise(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._keeper.run)
+            nursery.start_soon(self._deliver)
             with self._run_scope:
                 await self._run()
             nursery.cancel_scope.cancel()
+        self._feed.ledger.save()
         if self.state is not State.STOPPED:
             self._stop_error = None
             self._fire("close", "application closed the engine")
@@ -598,7 +601,7 @@ class Engine:
                         "sync_failed",
                         RequestError("user/syncrequest", response.status, text),
                     )
-                await self._apply_snapshot(conn, response.data)
+                self._apply_snapshot(conn, response.data)
                 self._live_since = trio.current_time()
                 self._auth_rejections = 0
                 self._fire(
@@ -670,17 +673,16 @@ class Engine:
         with suppress(trio_websocket.ConnectionClosed):
             await conn.ws.send_message(frame)
 
-    async def _apply_snapshot(self, conn: _Connection, snapshot: Mapping[str, Any]) -> None:
-        changes = self.store.apply_snapshot(
+    def _apply_snapshot(self, conn: _Connection, snapshot: Mapping[str, Any]) -> None:
+        # Synchronous from here to the ``synced`` transition: no props event can slip between
+        # the snapshot and the events buffered while it was on its way.
+        for change in self.store.apply_snapshot(
             snapshot, conn.generation, entity_types=self._entity_types
-        )
-        for change in changes:
-            await self._emit(change)
-        # Events that raced the snapshot are applied after it, in arrival order; the reader
-        # keeps buffering until the state is LIVE, which happens right after the last one.
-        while conn.early_props:
-            data = conn.early_props.pop(0)
-            await self._apply_props(conn, data)
+        ):
+            self._emit(change)
+        for data in conn.early_props:
+            self._apply_props(conn, data)
+        conn.early_props.clear()
 
     # --------------------------------------------------------------------------- child tasks
 
@@ -743,7 +745,7 @@ class Engine:
     async def _on_push(self, conn: _Connection, push: Push) -> None:
         if push.kind == "props":
             if self.state is State.LIVE:
-                await self._apply_props(conn, push.data)
+                self._apply_props(conn, push.data)
             else:
                 conn.early_props.append(push.data)
         elif push.kind == "shutdown":
@@ -761,29 +763,40 @@ class Engine:
             self.counters["unknown_events"] += 1
             logger.warning("unknown event kind %s ignored", excerpt(push.kind, 40))
 
-    async def _apply_props(self, conn: _Connection, data: Any) -> None:
+    def _apply_props(self, conn: _Connection, data: Any) -> None:
         try:
             event = parse_entity_event(data)
         except RemoteProtocolError as exc:
             self._malformed(exc)
             return
         self.counters["props_events"] += 1
-        for change in self.store.apply_event(event, conn.generation):
-            await self._emit(change, conn)
-
-    async def _emit(self, change: EntityChange, conn: _Connection | None = None) -> None:
-        if not self._subscribed:
+        if self._entity_types is not None and event.entity_type not in self._entity_types:
+            self.counters["props_filtered"] += 1
             return
-        if conn is not None:
-            conn.reader_blocked = True
-        try:
-            await self._events_send.send(change)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._subscribed = False  # the consumer went away; the store still updates
-        finally:
-            if conn is not None:
-                conn.reader_blocked = False
-                conn.last_frame_at = max(conn.last_frame_at, trio.current_time())
+        for change in self.store.apply_event(event, conn.generation):
+            self._emit(change)
+
+    def _emit(self, change: EntityChange) -> None:
+        """Hand a change to the feed; never blocks (see :mod:`trio_tradovate.feed`)."""
+        self._feed.push(change)
+        self._feed_wake.set()
+
+    async def _deliver(self) -> None:
+        """Move changes from the feed to the consumer channel, at the consumer's pace."""
+        saved_at = trio.current_time()
+        while True:
+            change = self._feed.pop()
+            if change is None:
+                if trio.current_time() - saved_at >= 1.0:  # checkpoint at most once a second
+                    self._feed.ledger.save()
+                    saved_at = trio.current_time()
+                await self._feed_wake.wait()
+                self._feed_wake = trio.Event()
+                continue
+            try:
+                await self._events_send.send(change)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # the consumer closed its end; the store keeps updating
 
     def _malformed(self, error: RemoteProtocolError) -> None:
         self.counters["malformed"] += 1
@@ -803,13 +816,11 @@ class Engine:
             return  # the reader reports why
 
     async def _watchdog(self, conn: _Connection) -> None:
+        # The reader never waits for the application (see feed.py), so silence here is the
+        # server's or the network's, never our own consumer's.
         limit = self.config.server_silence_timeout
         while True:
             await trio.sleep_until(conn.last_frame_at + limit)
-            if conn.reader_blocked:
-                # Our consumer is slow, so we are not reading: that is not server silence.
-                await trio.sleep(limit)
-                continue
             if trio.current_time() - conn.last_frame_at >= limit:
                 conn.report(_Fault("lost", "stalled", Stalled(limit)))
                 return

@@ -47,7 +47,8 @@ class EntityChange:
 
     ``entity`` is the new value (for ``Deleted``, the last one we held). ``recovered`` is
     ``True`` when the change was derived from a sync snapshot rather than a live ``props``
-    event. ``generation`` is the connection it came from.
+    event. ``generation`` is the connection it came from. ``coalesced`` marks a change that
+    stands for several (see :mod:`trio_tradovate.feed`).
     """
 
     entity_type: str
@@ -56,6 +57,8 @@ class EntityChange:
     entity: Mapping[str, Any]
     recovered: bool
     generation: int
+    #: Intermediate values of this entity were skipped while the consumer was behind.
+    coalesced: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
@@ -64,6 +67,7 @@ class EntityChange:
             "id": self.entity_id,
             "eventType": self.event_type,
             "recovered": self.recovered,
+            "coalesced": self.coalesced,
             "generation": self.generation,
             "entity": dict(self.entity),
         }

@@ -1,0 +1,135 @@
+"""From store changes to the consumer: bounded memory, exactly-once fills, coalesced gaps.
+
+Theory of operation
+-------------------
+The reader must never wait for the application: while it waits, it cannot read the answer to
+an order cancellation either. So the reader hands every :class:`EntityChange` to a
+:class:`ChangeFeed` (synchronous, never blocks) and a separate delivery task moves changes
+from the feed into the bounded consumer channel.
+
+While the consumer keeps up, the feed holds nothing and every change passes through in order.
+When it falls behind, changes wait in the feed, **coalesced per entity**: a second change to
+an entity that is still waiting replaces the first, keeping its place in line. The feed
+therefore never holds more than one change per entity, whatever the event rate: memory is
+bounded by the size of the account, not by the backlog. A merged change is marked
+``coalesced=True`` (the gap marker): intermediate values were skipped.
+
+On the way out each change is checked against what the consumer was last given for that
+entity, so the consumer sees only real changes: ``Created`` for an entity it does not hold,
+``Updated`` with a value different from the one it holds, ``Deleted`` for one it holds, and
+nothing when the net effect of a coalesced run is nil (created then deleted while waiting, or
+changed and changed back). Applying every delivered change yields exactly the store's state.
+
+Fills get one more guarantee: a fill id is announced as ``Created`` once, ever. Snapshot
+diffs already avoid re-announcing fills the store holds; :class:`FillLedger` covers what the
+store cannot know, such as a fill re-created after a deletion, or (with a checkpoint file)
+fills a previous process already delivered.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import ConfigError
+from .store import EntityChange, EntityKey
+
+
+class FillLedger:
+    """The fill ids already announced to the consumer, optionally persisted."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self._path = path
+        self._ids: set[int] = set()
+        self._dirty = False
+        if path is not None and path.exists():
+            try:
+                saved = orjson.loads(path.read_bytes())
+                self._ids = {int(i) for i in saved["fills"]}
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise ConfigError(f"checkpoint file {path} is not valid: {exc}") from None
+
+    def __contains__(self, fill_id: int) -> bool:
+        return fill_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, fill_id: int) -> None:
+        """Remember ``fill_id`` as announced."""
+        if fill_id not in self._ids:
+            self._ids.add(fill_id)
+            self._dirty = True
+
+    def save(self) -> None:
+        """Write the checkpoint if it changed, atomically (write, then rename)."""
+        if self._path is None or not self._dirty:
+            return
+        temporary = self._path.with_suffix(self._path.suffix + ".tmp")
+        temporary.write_bytes(orjson.dumps({"fills": sorted(self._ids)}))
+        os.replace(temporary, self._path)
+        self._dirty = False
+
+
+class ChangeFeed:
+    """The waiting room between the store and the consumer channel (see module docstring)."""
+
+    def __init__(self, ledger: FillLedger | None = None) -> None:
+        self._waiting: OrderedDict[EntityKey, EntityChange] = OrderedDict()
+        #: What the consumer holds: the last value delivered per entity (shared, read-only
+        #: mappings from the store, so this costs references, not copies).
+        self._delivered: dict[EntityKey, Mapping[str, Any]] = {}
+        self.ledger = ledger if ledger is not None else FillLedger()
+        #: Changes merged into one another while the consumer was behind.
+        self.coalesced = 0
+        #: Changes dropped on the way out because their net effect on the consumer was nil.
+        self.no_ops = 0
+        #: Fill ``Created`` changes suppressed because that fill id was announced before.
+        self.repeated_fills = 0
+        #: The most changes that ever waited at once.
+        self.high_water = 0
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def push(self, change: EntityChange) -> None:
+        """Queue ``change``, merging it into one still waiting for the same entity."""
+        key = (change.entity_type, change.entity_id)
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            self.coalesced += 1
+            change = replace(
+                change, coalesced=True, recovered=waiting.recovered or change.recovered
+            )
+        self._waiting[key] = change  # an existing key keeps its place in line
+        self.high_water = max(self.high_water, len(self._waiting))
+
+    def pop(self) -> EntityChange | None:
+        """The oldest waiting change that changes what the consumer holds, or ``None``."""
+        while self._waiting:
+            key, change = self._waiting.popitem(last=False)
+            held = self._delivered.get(key)
+            if change.event_type == "Deleted":
+                if held is None:
+                    self.no_ops += 1
+                    continue
+                del self._delivered[key]
+                return replace(change, entity=held)
+            if held is not None and dict(held) == dict(change.entity):
+                self.no_ops += 1
+                continue
+            if held is None and change.entity_type == "fill":
+                if change.entity_id in self.ledger:
+                    self.repeated_fills += 1
+                    continue
+                self.ledger.add(change.entity_id)
+            self._delivered[key] = change.entity
+            kind = "Created" if held is None else "Updated"
+            return change if change.event_type == kind else replace(change, event_type=kind)
+        return None
