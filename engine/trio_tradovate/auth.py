@@ -28,7 +28,8 @@ from .errors import (
 
 logger = logging.getLogger("trio_tradovate.auth")
 
-#: How many time penalties one token request honours before giving up.
+#: How many time penalties one token request waits out and resends before giving up (the
+#: engine then retries later through its backoff).
 MAX_PENALTIES = 3
 
 #: Added to every ``p-time`` wait: clocks and latencies differ, and a resend that arrives a
@@ -115,10 +116,12 @@ async def request_access_token(
     """``POST /auth/accesstokenrequest``, honouring time penalties (wait ``p-time``, resend the
     identical body plus ``p-ticket``, §8)."""
     body = credentials.request_body()
-    for _ in range(MAX_PENALTIES + 1):
+    for attempt in range(MAX_PENALTIES + 1):
         request = client.build_request("POST", f"{rest_url}/auth/accesstokenrequest", json=body)
         answer = await _send(client, request)
         if isinstance(answer, dict) and "p-ticket" in answer and not answer.get("p-captcha"):
+            if attempt == MAX_PENALTIES:
+                break  # no point waiting out a penalty we will not resend after
             wait = float(answer.get("p-time") or 0)
             logger.warning("token request penalised: waiting %.1f s, then resending", wait)
             await trio.sleep(wait + PENALTY_MARGIN)
@@ -137,7 +140,7 @@ async def renew_access_token(
     (a GET has no body; tradovate-protocol.md §13.12 leaves this open).
     """
     params: dict[str, str] = {}
-    for _ in range(MAX_PENALTIES + 1):
+    for attempt in range(MAX_PENALTIES + 1):
         request = client.build_request(
             "GET",
             f"{rest_url}/auth/renewaccesstoken",
@@ -146,14 +149,14 @@ async def renew_access_token(
         )
         answer = await _send(client, request)
         if isinstance(answer, dict) and "p-ticket" in answer and not answer.get("p-captcha"):
+            if attempt == MAX_PENALTIES:
+                raise Penalized("token renewal still penalised after several waits")
             wait = float(answer.get("p-time") or 0)
             logger.warning("token renewal penalised: waiting %.1f s, then resending", wait)
             await trio.sleep(wait + PENALTY_MARGIN)
             params = {"p-ticket": str(answer["p-ticket"])}
             continue
         break
-    else:
-        raise Penalized("token renewal still penalised after several waits; retrying later")
     renewed = _token_from(answer)
     if renewed.user_id is None and token.user_id is not None:
         renewed = AccessToken(

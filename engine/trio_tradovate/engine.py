@@ -10,7 +10,8 @@ triggers. For every connection attempt (a *generation*) it opens a child nursery
 - the **heartbeat** sender: ``[]`` every ``heartbeat_interval`` on a fixed schedule, never
   queued behind requests;
 - the **watchdog**: no frame at all for ``server_silence_timeout`` means a half-open socket;
-- the **writer**: sends application requests in order.
+- the **sender**: once the connection is live, sends application requests from the engine's
+  request queue (``pipeline.py``, ``scheduler.py``) in priority order, paced and penalty-aware.
 
 Children never change the state. They put :class:`_Report` objects (``_Opened``,
 ``_Answered``, ``_Fault``) into the connection's report channel; the supervisor reads them,
@@ -39,6 +40,7 @@ from .config import EngineConfig
 from .errors import (
     AuthenticationError,
     AuthenticationTimeout,
+    CaptchaRequired,
     ClosedByServer,
     ConfigError,
     ConnectError,
@@ -73,7 +75,7 @@ from .protocol import (
     parse_entity_event,
     parse_frame,
 )
-from .scheduler import Priority, RateGovernor, RequestScheduler, classify
+from .scheduler import PENALTY_MARGIN, Priority, RateGovernor, RequestScheduler, classify
 from .statechart import State, Statechart, TransitionRecord
 from .store import EntityChange, EntityStore
 from .transport import Connector, TcpConnector
@@ -154,20 +156,28 @@ class _Connection:
             logger.debug("report dropped after the connection ended: %r", report)
 
 
-def _penalty_of(response: Response) -> _Fault | None:
-    """A penalised or rate-limited ``user/syncrequest``.
+def _penalty_of(response: Response, lockout: float) -> tuple[_Fault, str | None] | None:
+    """A penalised or rate-limited ``user/syncrequest``: the fault, and the ticket if any.
 
-    It is not resent on the same socket: the one-sync-per-socket rule (Stage 2) outranks a
-    ticket, so the connection is left and the next one syncs after ``p-time`` at the earliest.
+    It is not resent on the same socket: the one-sync-per-socket rule (Stage 2) outranks the
+    resend, so the connection is left; the next socket syncs after ``p-time`` at the earliest,
+    presenting the ticket (§8). A 429 means a lockout whose window restarts with every
+    request made during it (P-ERR), so the next attempt waits the whole lockout.
     """
     data = response.data
+    error: Penalized
     if response.status == 429:
-        return _Fault("lost", "sync_rate_limited", RateLimited("user/syncrequest answered 429"))
+        error = RateLimited(f"user/syncrequest answered 429: waiting {lockout:g} s")
+        return _Fault("lost", "sync_rate_limited", error, min_delay=lockout), None
     if response.status == 200 and isinstance(data, dict) and "p-ticket" in data:
+        if data.get("p-captcha"):
+            error = CaptchaRequired(f"user/syncrequest needs a captcha: waiting {lockout:g} s")
+            return _Fault("lost", "sync_penalized", error, min_delay=lockout), None
         p_time = data.get("p-time")
         wait = float(p_time) if isinstance(p_time, int | float) else 0.0
         error = Penalized(f"user/syncrequest penalised for {wait:g} s")
-        return _Fault("lost", "sync_penalized", error, min_delay=wait)
+        fault = _Fault("lost", "sync_penalized", error, min_delay=wait + PENALTY_MARGIN)
+        return fault, str(data["p-ticket"])
     return None
 
 
@@ -208,6 +218,8 @@ class Engine:
         self._live_since: float | None = None
         self._was_live = False  # whether the connection that just ended had been live
         self._fault_at = 0.0  # when the last fault was known
+        self._sync_ticket: str | None = None  # p-ticket earned by a penalised syncrequest
+        self._lockout_announced = False
         self._keeper = auth.TokenKeeper(
             http,
             config.rest_url,
@@ -342,6 +354,7 @@ class Engine:
         return await self._pipeline.call(endpoint, query, body, request, limit)
 
     def _lockout_notice(self, reason: str) -> None:
+        self._lockout_announced = True
         conn = self._conn
         if conn is not None:
             conn.report(_Lockout(reason))
@@ -493,6 +506,7 @@ class Engine:
         port = url.port or (443 if tls else 80)
         resource = url.path + (f"?{url.query}" if url.query else "")
         stream: trio.abc.Stream | None = None
+        rejected: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
                 try:
@@ -533,9 +547,16 @@ class Engine:
                     conn.reports_send.close()
                     await self._close_websocket(ws)
                     nursery.cancel_scope.cancel()
+        except* trio_websocket.HandshakeError as group:
+            # trio-websocket raises a rejected upgrade (HTTP 404, 401, ...) from its own reader
+            # task, so it arrives here wrapped by the nursery rather than from the call above.
+            rejected = group.exceptions[0]
         finally:
             if stream is not None:
                 await trio.aclose_forcefully(stream)
+        assert rejected is not None  # every other path returned inside the nursery
+        error = classify_connect_error(rejected)
+        return self._conclude(_Fault("connect_failed", _fault_kind(error), error))
 
     async def _close_websocket(self, ws: trio_websocket.WebSocketConnection) -> None:
         """A polite close when the socket is still up; bounded, and done even when cancelled."""
@@ -591,9 +612,13 @@ class Engine:
                 sync_due = now + pace
             else:
                 response = report.response
-                penalty = _penalty_of(response)
+                penalty = _penalty_of(response, self.config.lockout_seconds)
                 if penalty is not None:
-                    return penalty
+                    fault, self._sync_ticket = penalty
+                    if isinstance(fault.error, RateLimited | CaptchaRequired):
+                        self._scheduler.on_lockout(fault.kind, trio.current_time())
+                        self._save_penalty()
+                    return fault
                 if response.status != 200 or not isinstance(response.data, dict):
                     text = response.data if isinstance(response.data, str) else "not an object"
                     return _Fault(
@@ -609,6 +634,13 @@ class Engine:
                     f"snapshot applied: {len(self.store)} entities",
                 )
                 conn.live.set()
+                if not self._lockout_announced and self._scheduler.locked_out(trio.current_time()):
+                    self._lockout_announced = True
+                    self._fire(
+                        "penalized",
+                        f"{self._scheduler.penalty.lockout_reason}: a lockout saved by an "
+                        "earlier run is still running; only cancellations go out",
+                    )
                 deadline = float("inf")
 
     async def _send_sync(self, conn: _Connection) -> None:
@@ -664,9 +696,13 @@ class Engine:
         return _Fault("lost", "auth_rejected", error)
 
     def _sync_body(self) -> Mapping[str, Any]:
-        if self.config.sync_body is not None:
-            return self.config.sync_body
-        return {"users": [self._user_id]}
+        body = self.config.sync_body if self.config.sync_body is not None else {}
+        if not body:
+            body = {"users": [self._user_id]}
+        if self._sync_ticket is not None:  # the resend of a penalised sync carries its ticket
+            body = {**body, "p-ticket": self._sync_ticket}
+            self._sync_ticket = None
+        return body
 
     async def _send_control(self, conn: _Connection, frame: str) -> None:
         # On a closed socket the reader reports why; the supervisor reads that report next.

@@ -136,9 +136,10 @@ async def test_slow_consumer_bounded_memory_and_exact_state(
 ) -> None:
     """The consumer reads nothing while ``events`` props events arrive (100,000 in the soak
     profile, 20,000 in the quick one)."""
-    async with open_simulator(
-        SimConfig(seed=21, activity_interval=0.01, batch_probability=0.9)
-    ) as sim, open_engine(config_for(sim, event_buffer=64)) as engine:
+    async with (
+        open_simulator(SimConfig(seed=21, activity_interval=0.01, batch_probability=0.9)) as sim,
+        open_engine(config_for(sim, event_buffer=64)) as engine,
+    ):
         changes = engine.events()
         await engine.wait_for(State.LIVE)
         while engine.counters["props_events"] < events:

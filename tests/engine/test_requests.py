@@ -104,6 +104,8 @@ async def test_429_locks_out_and_the_lockout_survives_a_restart(
     await trio.sleep(600)
     async with open_engine(config) as restarted:  # a new process would read the same file
         await restarted.wait_for(State.LIVE)
+        assert restarted.transitions[-1].trigger == "penalized"  # the app is told at once
+        assert "earlier run" in restarted.transitions[-1].reason
         with pytest.raises(trio.TooSlowError):
             with trio.fail_after(1000):
                 await restarted.request("account/list", timeout=5000)

@@ -151,3 +151,17 @@ async def test_fresh_tokens_refused_twice_in_a_row_stop_the_engine(
     assert info.value.reason.startswith("auth_rejected")
     assert transport.paths["/auth/accesstokenrequest"] == 2  # no login storm
     assert [status for a in sim.sockets for _, status in a.auth_attempts] == [401, 401]
+
+
+async def test_a_login_penalised_again_and_again_is_retried_later_not_fatal(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    transport = CountingTransport(sim)
+    transport.penalties.extend({"p-ticket": f"T{i}", "p-time": 2} for i in range(4))
+    async with open_engine(config_for(sim, http_transport=transport)) as engine:
+        failed = await engine.wait_for(State.BACKOFF)
+        assert failed.reason.startswith("login_penalized")
+        await engine.wait_for(State.LIVE)
+    assert transport.paths["/auth/accesstokenrequest"] == 5
+    # three waits were honoured; the fourth penalty was not waited out for nothing
+    assert failed.time == pytest.approx(3 * 2.25)
