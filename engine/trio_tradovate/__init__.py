@@ -3,7 +3,7 @@
 Start with :func:`open_engine` and :class:`EngineConfig`; read ``docs/`` for the guarantees.
 """
 
-from .config import ENVIRONMENTS, BackoffPolicy, Credentials, EngineConfig
+from .config import ENVIRONMENTS, BackoffPolicy, Credentials, EngineConfig, SyncOptions
 from .engine import Engine, open_engine
 from .errors import (
     AuthenticationError,
@@ -76,6 +76,7 @@ __all__ = [
     "ServerShutdown",
     "Stalled",
     "State",
+    "SyncOptions",
     "SyncTimeout",
     "TLSError",
     "TcpConnector",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,91 @@ class BackoffPolicy:
         return min(self.cap, self.initial * self.factor ** min(attempt, 64))
 
 
+SHARDING_KEYS = ("modAccountId", "modUserId")
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """The body of the one ``user/syncrequest`` per socket (tradovate-protocol.md §6).
+
+    With nothing set, the engine sends ``{"users": [<the logged-in user>]}``, as Tradovate's
+    retail examples do. The combinations Tradovate's sync guide forbids (P-SYNC: ``users``
+    with ``entityTypes`` or a sharding expression; ``accounts`` with a sharding expression)
+    are refused here, before anything is sent.
+
+    ``split_responses`` asks for the snapshot in parts; Tradovate documents no end marker, so
+    the engine treats the snapshot as complete once ``split_quiet`` seconds pass without a
+    new part (see ``docs/state-recovery.md``). ``extra`` passes any other documented field
+    (``cutoffTimestamp``, ``fullOrgSnapshot``) through unchanged.
+    """
+
+    users: tuple[int, ...] | None = None
+    accounts: tuple[int, ...] | None = None
+    entity_types: tuple[str, ...] | None = None
+    split_responses: bool = False
+    split_quiet: float = 0.5
+    #: ``(expressionType, divisor, remainder)``; set per socket by a sharded engine.
+    sharding: tuple[str, int, int] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("users", "accounts"):
+            ids = getattr(self, name)
+            if ids is not None and (
+                not ids or any(not isinstance(i, int) or isinstance(i, bool) for i in ids)
+            ):
+                raise ConfigError(f"SyncOptions.{name} must be a non-empty tuple of int ids")
+        if self.entity_types is not None and (
+            not self.entity_types or any(not t or not isinstance(t, str) for t in self.entity_types)
+        ):
+            raise ConfigError("SyncOptions.entity_types must be non-empty names like 'order'")
+        if self.users is not None and self.entity_types is not None:
+            raise ConfigError(
+                "Tradovate refuses users together with entityTypes (P-SYNC): use accounts=... "
+                "with entity_types, or users without it"
+            )
+        if self.sharding is not None:
+            if self.users is not None or self.accounts is not None:
+                raise ConfigError(
+                    "Tradovate refuses users or accounts together with a sharding expression "
+                    "(P-SYNC): leave both unset for a sharded sync"
+                )
+            key, divisor, remainder = self.sharding
+            if key not in SHARDING_KEYS:
+                raise ConfigError(f"sharding key must be one of {SHARDING_KEYS}, got {key!r}")
+            if not (isinstance(divisor, int) and divisor >= 1 and 0 <= remainder < divisor):
+                raise ConfigError("sharding needs divisor >= 1 and 0 <= remainder < divisor")
+        if not (self.split_quiet > 0 and math.isfinite(self.split_quiet)):
+            raise ConfigError("SyncOptions.split_quiet must be a positive number of seconds")
+        reserved = {"users", "accounts", "entityTypes", "splitResponses", "shardingExpression"}
+        if reserved & set(self.extra):
+            raise ConfigError(
+                f"SyncOptions.extra must not set {sorted(reserved & set(self.extra))}"
+            )
+
+    def body(self, user_id: int | None) -> dict[str, Any]:
+        """The JSON body; ``user_id`` fills the default ``users`` list."""
+        body: dict[str, Any] = dict(self.extra)
+        if self.users is not None:
+            body["users"] = list(self.users)
+        if self.accounts is not None:
+            body["accounts"] = list(self.accounts)
+        if self.entity_types is not None:
+            body["entityTypes"] = list(self.entity_types)
+        if self.sharding is not None:
+            key, divisor, remainder = self.sharding
+            body["shardingExpression"] = {
+                "expressionType": key,
+                "divisor": divisor,
+                "remainder": remainder,
+            }
+        if self.split_responses:
+            body["splitResponses"] = True
+        if not ({"users", "accounts", "entityTypes", "shardingExpression"} & set(body)):
+            body["users"] = [user_id]
+        return body
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything :func:`trio_tradovate.open_engine` needs.
@@ -147,8 +232,12 @@ class EngineConfig:
     credentials: Credentials | None = None
     access_token: str | None = field(default=None, repr=False)
     user_id: int | None = None
-    #: Body of the one ``user/syncrequest`` per socket; default ``{"users": [user_id]}`` (§6).
-    sync_body: Mapping[str, Any] | None = None
+    #: The one ``user/syncrequest`` per socket (§6); default ``{"users": [user_id]}``.
+    sync: SyncOptions = field(default_factory=SyncOptions)
+    #: Sockets to spread the sync stream over (P-SYNC "socket sharding"); socket ``k`` sends
+    #: ``shardingExpression {shard_by, divisor: shards, remainder: k}``.
+    shards: int = 1
+    shard_by: str = "modAccountId"
     heartbeat_interval: float = 2.5
     server_silence_timeout: float = 10.0
     connect_timeout: float = 5.0
@@ -222,8 +311,26 @@ class EngineConfig:
             raise ConfigError("rate_limits needs a '*' entry (the budget every request shares)")
         if self.token_refresh_margin < 0:
             raise ConfigError("token_refresh_margin must be >= 0 s")
-        if self.sync_body is not None and not isinstance(self.sync_body, Mapping):
-            raise ConfigError("sync_body must be a mapping like {'users': [123]}")
+        if not isinstance(self.sync, SyncOptions):
+            raise ConfigError("sync must be a SyncOptions(...)")
+        if not (isinstance(self.shards, int) and self.shards >= 1):
+            raise ConfigError(f"shards must be an int >= 1, got {self.shards!r}")
+        if self.shards > 1:
+            if self.sync.sharding is not None:
+                raise ConfigError("give shards=N, not SyncOptions.sharding: the engine sets it")
+            if self.sync.users is not None or self.sync.accounts is not None:
+                raise ConfigError(
+                    "a sharded sync cannot name users or accounts (P-SYNC); "
+                    "leave SyncOptions.users and .accounts unset"
+                )
+            if self.shard_by not in SHARDING_KEYS:
+                raise ConfigError(f"shard_by must be one of {SHARDING_KEYS}")
+
+    def sync_for_shard(self, index: int) -> SyncOptions:
+        """The sync options of socket ``index`` of a sharded engine."""
+        if self.shards == 1:
+            return self.sync
+        return replace(self.sync, sharding=(self.shard_by, self.shards, index))
 
     @property
     def websocket_url(self) -> str:

@@ -129,6 +129,8 @@ class TransitionRecord:
     dest: State
     reason: str
     generation: int
+    #: Which socket of a sharded engine (0 for an engine with one socket).
+    shard: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form (states by value)."""
@@ -140,6 +142,7 @@ class TransitionRecord:
             "dest": self.dest.value,
             "reason": self.reason,
             "generation": self.generation,
+            "shard": self.shard,
         }
 
 
@@ -159,8 +162,10 @@ class Statechart:
         clock: Callable[[], float],
         policy: Policy | None = None,
         on_record: Callable[[TransitionRecord], None] | None = None,
+        shard: int = 0,
     ) -> None:
         self._clock = clock
+        self._shard = shard
         self._policy = policy or _NoBudget()
         self._on_record = on_record
         self.records: list[TransitionRecord] = []
@@ -209,6 +214,7 @@ class Statechart:
             dest=self.state,
             reason=str(event.kwargs.get("reason", "")),
             generation=int(event.kwargs.get("generation", 0)),
+            shard=self._shard,
         )
         self.records.append(record)
         logger.info(

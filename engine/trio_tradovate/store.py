@@ -78,6 +78,9 @@ class EntityStore:
 
     def __init__(self) -> None:
         self._entities: dict[EntityKey, Mapping[str, Any]] = {}
+        #: Which sockets (shards) have this entity in their view: a resync of one shard may
+        #: only delete what no other shard still holds (contracts, products reach them all).
+        self._owners: dict[EntityKey, set[int]] = {}
         #: Snapshot entries without an integer id, skipped.
         self.skipped = 0
 
@@ -107,11 +110,17 @@ class EntityStore:
         """A plain, mutable copy (for comparisons and dumps)."""
         return {key: dict(value) for key, value in self._entities.items()}
 
-    def apply_event(self, event: EntityEvent, generation: int) -> list[EntityChange]:
-        """Apply one ``props`` event; return what actually changed."""
+    def apply_event(
+        self, event: EntityEvent, generation: int, *, owner: int = 0
+    ) -> list[EntityChange]:
+        """Apply one ``props`` event from socket ``owner``; return what actually changed."""
         changes: list[EntityChange] = []
         for raw in event.entities:
             key = (event.entity_type, int(raw["id"]))
+            if event.event_type == "Deleted":
+                self._owners.pop(key, None)
+            else:
+                self._owners.setdefault(key, set()).add(owner)
             change = self._apply_one(key, event.event_type, raw, generation, recovered=False)
             if change is not None:
                 changes.append(change)
@@ -140,12 +149,18 @@ class EntityStore:
         return EntityChange(key[0], key[1], kind, value, recovered, generation)
 
     def apply_snapshot(
-        self, snapshot: Mapping[str, Any], generation: int, *, entity_types: frozenset[str] | None
+        self,
+        snapshot: Mapping[str, Any],
+        generation: int,
+        *,
+        entity_types: frozenset[str] | None,
+        owner: int = 0,
     ) -> list[EntityChange]:
-        """Replace the store's contents with a sync snapshot; return the diff as changes.
+        """Replace socket ``owner``'s view with a sync snapshot; return the diff as changes.
 
         Only the types present in the snapshot (or in ``entity_types`` when the sync asked
-        for a subset) are replaced: a type the server did not send is not deleted.
+        for a subset) are replaced: a type the server did not send is not deleted, and
+        neither is an entity another shard still holds.
         """
         incoming: dict[EntityKey, Mapping[str, Any]] = {}
         covered: set[str] = set()
@@ -167,10 +182,16 @@ class EntityStore:
                 incoming[(entity_type, entity_id)] = raw
         changes: list[EntityChange] = []
         for key in [k for k in self._entities if k[0] in covered and k not in incoming]:
+            owners = self._owners.get(key, {owner})
+            owners.discard(owner)
+            if owners:
+                continue  # another shard still holds it
+            self._owners.pop(key, None)
             change = self._apply_one(key, "Deleted", {}, generation, recovered=True)
             if change is not None:
                 changes.append(change)
         for key, raw in incoming.items():
+            self._owners.setdefault(key, set()).add(owner)
             change = self._apply_one(key, "Updated", raw, generation, recovered=True)
             if change is not None:
                 changes.append(change)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from trio_tradovate import BackoffPolicy, ConfigError, Credentials, EngineConfig
+from trio_tradovate import BackoffPolicy, ConfigError, Credentials, EngineConfig, SyncOptions
 from trio_tradovate.config import websocket_url_for
 
 TOKEN: dict[str, Any] = {"access_token": "t"}
@@ -23,7 +23,11 @@ TOKEN: dict[str, Any] = {"access_token": "t"}
         ({**TOKEN, "rest_url": "demo.tradovateapi.com"}, "rest_url"),
         ({**TOKEN, "ws_url": "https://x/v1/websocket"}, "ws_url"),
         ({**TOKEN, "event_buffer": 0}, "event_buffer"),
-        ({**TOKEN, "sync_body": ["users"]}, "sync_body"),
+        ({**TOKEN, "sync": {"users": [1]}}, "SyncOptions"),
+        ({**TOKEN, "shards": 0}, "shards"),
+        ({**TOKEN, "shards": 2, "sync": SyncOptions(users=(1,))}, "users or accounts"),
+        ({**TOKEN, "shards": 2, "sync": SyncOptions(sharding=("modAccountId", 2, 0))}, "shards=N"),
+        ({**TOKEN, "shards": 2, "shard_by": "modNothing"}, "shard_by"),
     ],
 )
 def test_bad_settings_fail_fast(kwargs: dict[str, Any], message: str) -> None:
@@ -72,3 +76,39 @@ def test_secrets_stay_out_of_reprs() -> None:
 def test_empty_credentials_say_what_to_set() -> None:
     with pytest.raises(ConfigError, match="TRADOVATE_PASSWORD"):
         Credentials("alice", "")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"users": (1,), "entity_types": ("order",)}, "users together with entityTypes"),
+        ({"users": (1,), "sharding": ("modAccountId", 2, 0)}, "sharding expression"),
+        ({"accounts": (1,), "sharding": ("modAccountId", 2, 0)}, "sharding expression"),
+        ({"sharding": ("modOrderId", 2, 0)}, "sharding key"),
+        ({"sharding": ("modAccountId", 2, 2)}, "remainder"),
+        ({"users": ()}, "non-empty"),
+        ({"accounts": (True,)}, "int ids"),
+        ({"entity_types": ("",)}, "entity_types"),
+        ({"extra": {"users": [1]}}, "extra"),
+        ({"split_quiet": 0}, "split_quiet"),
+    ],
+)
+def test_sync_combinations_tradovate_refuses_fail_fast(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        SyncOptions(**kwargs)
+
+
+def test_sync_bodies() -> None:
+    assert SyncOptions().body(7) == {"users": [7]}
+    assert SyncOptions(accounts=(3,), entity_types=("order",), split_responses=True).body(7) == {
+        "accounts": [3],
+        "entityTypes": ["order"],
+        "splitResponses": True,
+    }
+    sharded = EngineConfig(**TOKEN, shards=3, sync=SyncOptions(entity_types=("fill",)))
+    assert sharded.sync_for_shard(2).body(7) == {
+        "entityTypes": ["fill"],
+        "shardingExpression": {"expressionType": "modAccountId", "divisor": 3, "remainder": 2},
+    }

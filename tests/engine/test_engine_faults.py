@@ -6,6 +6,7 @@ import itertools
 import os
 import signal
 
+import orjson
 import pytest
 import trio
 
@@ -146,12 +147,12 @@ async def test_first_retry_after_a_stable_period_is_fast_flapping_grows(
             await engine.wait_for(State.LIVE)
             await sim.drop_connections()
             await engine.wait_for(State.BACKOFF)
-        assert engine._failed_attempts == 6
+        assert engine.shards[0]._failed_attempts == 6
         await engine.wait_for(State.LIVE)
         await trio.sleep(61)  # stable now
         await sim.drop_connections()
         await engine.wait_for(State.BACKOFF)
-        assert engine._failed_attempts == 1
+        assert engine.shards[0]._failed_attempts == 1
         retry = await engine.wait_for(State.CONNECTING)
         assert retry.reason.endswith("(attempt 1, live connection lost)")
 
@@ -235,9 +236,8 @@ async def test_stream_command_exits_zero_on_sigterm(
         assert '"dest":"live"' in out.getvalue()
         os.kill(os.getpid(), signal.SIGTERM)
     assert result == [0]
-    assert (
-        out.getvalue().rstrip().endswith('"reason":"application closed the engine","generation":1}')
-    )
+    last = orjson.loads(out.getvalue().splitlines()[-1])
+    assert (last["dest"], last["reason"]) == ("stopped", "application closed the engine")
 
 
 async def sim_socket_synced(sim: Simulator) -> None:
@@ -283,4 +283,4 @@ async def test_live_connection_losses_are_retried_within_ten_seconds_even_when_f
             lost = await engine.wait_for(State.BACKOFF)
             retry = await engine.wait_for(State.CONNECTING)
             assert retry.time - lost.time <= 10.0
-        assert engine._failed_attempts == 12
+        assert engine.shards[0]._failed_attempts == 12

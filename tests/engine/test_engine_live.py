@@ -13,6 +13,7 @@ from trio_tradovate import (
     EngineStopped,
     RequestError,
     State,
+    SyncOptions,
     open_engine,
 )
 from trio_tradovate.sim import Simulator
@@ -177,8 +178,11 @@ async def test_sync_body_is_configurable_and_entity_types_filter_the_store(
     sim: Simulator, autojump_clock: trio.testing.MockClock
 ) -> None:
     account_ids = sorted(k[1] for k in sim.truth() if k[0] == "account")
+    sync = SyncOptions(
+        accounts=tuple(account_ids[:1]), entity_types=("order", "position", "account")
+    )
     body = {"accounts": account_ids[:1], "entityTypes": ["order", "position", "account"]}
-    async with open_engine(config_for(sim, sync_body=body)) as engine:
+    async with open_engine(config_for(sim, sync=sync)) as engine:
         await engine.wait_for(State.LIVE)
         await trio.sleep(20)
         await settle(sim)
