@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 
+import orjson
 import pytest
 import trio
 
@@ -190,8 +191,5 @@ async def test_sync_body_is_configurable_and_entity_types_filter_the_store(
     assert types <= {"order", "position", "account"}
     assert "order" in types
     [audit] = sim.sockets
-    sync = [r for r in audit.requests if r.endpoint == "user/syncrequest"]
-    assert len(sync) == 1
-    import orjson
-
-    assert orjson.loads(sync[0].body) == body
+    [sent] = [r for r in audit.requests if r.endpoint == "user/syncrequest"]
+    assert orjson.loads(sent.body) == body
