@@ -38,6 +38,7 @@ from .scheduler import MONEY_MOVING, Priority, Window
 from .statechart import State, TransitionRecord
 from .store import EntityChange, EntityStore
 from .transport import Connector, TcpConnector
+from .views import StoreViews
 
 __version__ = "0.1.0"
 
@@ -76,6 +77,7 @@ __all__ = [
     "ServerShutdown",
     "Stalled",
     "State",
+    "StoreViews",
     "SyncOptions",
     "SyncTimeout",
     "TLSError",

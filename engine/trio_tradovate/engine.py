@@ -36,6 +36,7 @@ from .shard import Shard
 from .statechart import State, TransitionRecord
 from .store import EntityChange, EntityStore
 from .transport import Connector, TcpConnector
+from .views import StoreViews
 
 logger = logging.getLogger("trio_tradovate.engine")
 
@@ -62,6 +63,8 @@ class Engine:
         self._http = http
         self._connector: Connector = config.connector or TcpConnector()
         self.store = EntityStore()
+        #: Typed, read-only views of :attr:`store` (orders of an account, a position, ...).
+        self.views = StoreViews(self.store)
         #: Counts of what happened: frames, malformed input, faults by kind, reconnects.
         self.counters: Counter[str] = Counter()
         self._keeper = auth.TokenKeeper(

@@ -81,6 +81,8 @@ class EntityStore:
         #: Which sockets (shards) have this entity in their view: a resync of one shard may
         #: only delete what no other shard still holds (contracts, products reach them all).
         self._owners: dict[EntityKey, set[int]] = {}
+        #: ids per entity type, so per-type queries do not scan the whole store.
+        self._by_type: dict[str, set[int]] = {}
         #: Snapshot entries without an integer id, skipped.
         self.skipped = 0
 
@@ -96,11 +98,8 @@ class EntityStore:
 
     def of_type(self, entity_type: str) -> list[Mapping[str, Any]]:
         """Every entity of one type, by id."""
-        return [
-            value
-            for (kind, _), value in sorted(self._entities.items(), key=lambda kv: kv[0][1])
-            if kind == entity_type
-        ]
+        ids = sorted(self._by_type.get(entity_type, ()))
+        return [self._entities[(entity_type, entity_id)] for entity_id in ids]
 
     def items(self) -> Iterator[tuple[EntityKey, Mapping[str, Any]]]:
         """Every ``((entityType, id), entity)`` pair."""
@@ -140,11 +139,13 @@ class EntityStore:
             if current is None:
                 return None
             del self._entities[key]
+            self._by_type[key[0]].discard(key[1])
             return EntityChange(key[0], key[1], "Deleted", current, recovered, generation)
         if current is not None and current == raw:
             return None
         value = MappingProxyType(dict(raw))
         self._entities[key] = value
+        self._by_type.setdefault(key[0], set()).add(key[1])
         kind = "Created" if current is None else "Updated"
         return EntityChange(key[0], key[1], kind, value, recovered, generation)
 

@@ -172,10 +172,13 @@ class Simulator:
         self._core.injected["expire_tokens"] += 1
         self._core.auth.expire_all()
 
-    async def drop_connections(self) -> None:
-        """Abrupt TCP drop: close server streams, no ``c`` frame, no WS close."""
+    async def drop_connections(self, where: Callable[[SocketAudit], bool] | None = None) -> None:
+        """Abrupt TCP drop: close server streams, no ``c`` frame, no WS close.
+
+        ``where`` picks the sockets to drop by their audit (e.g. one shard's); default all.
+        """
         self._core.injected["drop"] += 1
-        conns = list(self._conns)
+        conns = [c for c in self._conns if where is None or where(c.session.audit)]
         for conn in conns:
             conn.session.finished("dropped", trio.current_time())
             conn.cancel_scope.cancel()
