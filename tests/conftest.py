@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -32,13 +32,9 @@ async def sim() -> AsyncIterator[Simulator]:
         yield simulator
 
 
-def sim_wall_clock(simulator: Simulator) -> Any:
+def sim_wall_clock(simulator: Simulator) -> Callable[[], datetime]:
     """The simulator's UTC wall clock, so token expiry is judged in its (virtual) time."""
-
-    def now() -> datetime:
-        return simulator._core.clock.at(trio.current_time())
-
-    return now
+    return simulator.wall_clock
 
 
 def config_for(simulator: Simulator, **overrides: Any) -> EngineConfig:

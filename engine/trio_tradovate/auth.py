@@ -32,6 +32,12 @@ logger = logging.getLogger("trio_tradovate.auth")
 #: engine then retries later through its backoff).
 MAX_PENALTIES = 3
 
+#: Never renew a token sooner than this after receiving it (renewaccesstoken: 15/h, P-RL).
+MIN_RENEW_INTERVAL = 300.0
+
+#: Lifetime assumed for a token whose expirationTime is unknown (P-ATR: 80 minutes).
+ASSUMED_LIFETIME = 80 * 60.0
+
 #: Added to every ``p-time`` wait: clocks and latencies differ, and a resend that arrives a
 #: hair early earns a new penalty, while one that arrives a quarter second late costs nothing.
 PENALTY_MARGIN = 0.25
@@ -205,7 +211,8 @@ class TokenKeeper:
         self._http = http
         self._rest_url = rest_url
         self._credentials = credentials
-        self._token = initial
+        self._token: AccessToken | None = None
+        self._renew_at = float("-inf")
         self._rejected = False
         self._wall_clock = wall_clock
         self._margin = margin
@@ -213,17 +220,46 @@ class TokenKeeper:
         #: How many renewals and logins happened (for tests and health reports).
         self.renewals = 0
         self.logins = 0
+        if initial is not None:
+            self._hold(initial)
+
+    def _hold(self, token: AccessToken) -> None:
+        """Keep ``token`` and decide, once, when to renew it (in trio time).
+
+        The wall clock is read only here: comparing it again and again with a server's
+        ``expirationTime`` would, on a machine whose clock is off, find every new token
+        already due and renew in a tight loop. So the renewal time is fixed at receipt and
+        never sooner than :data:`MIN_RENEW_INTERVAL` away (``renewaccesstoken`` is limited
+        to 15 an hour, P-RL). A token without ``expirationTime`` is assumed to live
+        :data:`ASSUMED_LIFETIME` (the documented 80 minutes, P-ATR).
+        """
+        left = token.seconds_left(self._wall_clock())
+        if left is None:
+            left = ASSUMED_LIFETIME
+        due_in = left - self._margin
+        if due_in < MIN_RENEW_INTERVAL:
+            logger.warning(
+                "the new token is due for renewal in %.0f s by this machine's clock (clock "
+                "skew, or a short lifetime): renewing in %.0f s instead",
+                due_in,
+                MIN_RENEW_INTERVAL,
+            )
+            due_in = MIN_RENEW_INTERVAL
+        self._token = token
+        self._renew_at = trio.current_time() + due_in
+        self._rejected = False
 
     @property
     def token(self) -> AccessToken | None:
         """The token currently held (possibly stale)."""
         return self._token
 
-    def _good(self, token: AccessToken | None) -> bool:
-        if token is None or self._rejected:
-            return False
-        left = token.seconds_left(self._wall_clock())
-        return left is None or left > self._margin
+    def _good(self) -> bool:
+        return (
+            self._token is not None
+            and not self._rejected
+            and (trio.current_time() < self._renew_at)
+        )
 
     async def get(self) -> AccessToken:
         """A token that is neither rejected nor within ``margin`` of expiry.
@@ -234,9 +270,8 @@ class TokenKeeper:
             ConnectError: the REST endpoint could not be reached.
         """
         async with self._lock:
-            if not self._good(self._token):
-                self._token = await self._refresh()
-                self._rejected = False
+            if not self._good():
+                self._hold(await self._refresh())
             assert self._token is not None
             return self._token
 
@@ -268,20 +303,16 @@ class TokenKeeper:
         return token
 
     async def run(self) -> None:
-        """Renew in the background ``margin`` seconds before ``expirationTime``, forever.
+        """Renew in the background when the held token comes due, forever.
 
         A failed renewal (network, or refused) is retried after a minute; the next
         connection attempt also refreshes through :meth:`get`, so nothing waits on this task.
         """
         while True:
-            token = self._token
-            left = token.seconds_left(self._wall_clock()) if token is not None else None
-            if left is None:
+            if self._token is None:
                 await trio.sleep(60)
                 continue
-            await trio.sleep(max(left - self._margin, 0.0))
-            if self._token is not token:
-                continue  # someone refreshed meanwhile
+            await trio.sleep_until(self._renew_at)
             try:
                 await self.get()
             except (AuthenticationError, ConnectError, Penalized) as exc:

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -95,7 +96,7 @@ async def run_demo(duration: float, seed: int, out: TextIO) -> int:
             credentials=Credentials(sim.config.username, sim.config.password),
             connector=sim.connector(),
             http_transport=sim.rest_transport(),
-            wall_clock=lambda: sim._core.clock.at(trio.current_time()),
+            wall_clock=sim.wall_clock,
             seed=seed,
         )
         out.write(
@@ -221,29 +222,69 @@ async def run_stream(
 # ---------------------------------------------------------------------------------------- sim
 
 
+def parse_fault_schedule(specs: Sequence[str]) -> list[tuple[float, dict[str, Any]]]:
+    """``SECONDS:JSON`` items, e.g. ``30:{"kind":"drop"}``, sorted by time.
+
+    Raises:
+        ConfigError: an item is not ``SECONDS:JSON`` with a known ``kind``.
+    """
+    from .sim import FAULT_KINDS
+
+    schedule = []
+    for spec in specs:
+        at, _, text = spec.partition(":")
+        try:
+            when = float(at)
+            fault = orjson.loads(text)
+        except (ValueError, orjson.JSONDecodeError):
+            raise ConfigError(
+                f'--fault {spec!r}: use SECONDS:JSON, e.g. 30:\'{{"kind":"drop"}}\''
+            ) from None
+        if not isinstance(fault, dict) or fault.get("kind") not in FAULT_KINDS:
+            raise ConfigError(
+                f"--fault {spec!r}: 'kind' must be one of {', '.join(sorted(FAULT_KINDS))}"
+            )
+        schedule.append((when, fault))
+    return sorted(schedule, key=lambda item: item[0])
+
+
 async def run_sim(
     host: str,
     port: int,
     seed: int,
     out: TextIO,
     *,
+    faults: Sequence[tuple[float, Mapping[str, Any]]] = (),
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> int:
-    """A simulator on a real loopback port; prints its URLs and runs until cancelled."""
-    from .sim import SimConfig, open_simulator, open_simulator_server
+    """A simulator on a real loopback port; prints its URLs, applies scheduled faults, and runs
+    until cancelled. Faults can also be applied at any time through the control endpoint."""
+    from .sim import FaultError, SimConfig, apply_fault, open_simulator, open_simulator_server
 
     async with (
         open_simulator(SimConfig(seed=seed)) as sim,
         open_simulator_server(sim, host=host, port=port) as server,
     ):
+        base = server.rest_url.removesuffix("/v1")
         out.write(f"REST      {server.rest_url}\n")
         out.write(f"websocket {server.ws_url}\n")
+        out.write(f"faults    POST {base}/_sim/fault  (JSON, see --list-faults)\n")
         out.write(
             f"user {sim.config.username!r} (password: the SimConfig default, see "
             "docs/simulator.md); Ctrl-C stops\n"
         )
         out.flush()
         task_status.started(server)
+        started = trio.current_time()
+        for when, fault in faults:
+            await trio.sleep_until(started + when)
+            try:
+                await apply_fault(sim, fault)
+            except FaultError as exc:
+                out.write(f"fault {fault} rejected: {exc}\n")
+            else:
+                out.write(f"[{when:7.1f}s] fault applied: {orjson.dumps(fault).decode()}\n")
+            out.flush()
         await trio.sleep_forever()
 
 
@@ -270,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=0, help="0 picks a free port")
     sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SECONDS:JSON",
+        help='apply a fault at a time, e.g. 30:\'{"kind":"drop"}\' (repeatable)',
+    )
+    sim.add_argument("--list-faults", action="store_true", help="list the fault kinds and exit")
 
     diagram = commands.add_parser("diagram", help="print or write the statechart diagrams")
     diagram.add_argument("--format", choices=("mmd", "dot", "json"), default="mmd")
@@ -293,9 +342,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.basicConfig(level=logging.WARNING, format="           log: %(message)s")
             return trio.run(run_demo, args.duration, args.seed, sys.stdout)
         if args.command == "sim":
+            if args.list_faults:
+                from .sim import FAULT_KINDS
+
+                for kind, help_text in sorted(FAULT_KINDS.items()):
+                    sys.stdout.write(f"{kind:22} {help_text}\n")
+                return 0
             loopback = args.host in ("127.0.0.1", "localhost", "::1")
             _check(loopback, "the simulator only listens on loopback: use --host 127.0.0.1")
-            return trio.run(run_sim, args.host, args.port, args.seed, sys.stdout)
+            schedule = parse_fault_schedule(args.fault)
+            return trio.run(
+                partial(run_sim, args.host, args.port, args.seed, sys.stdout, faults=schedule)
+            )
         config = config_from_env(args, os.environ)
         return trio.run(run_stream, config, sys.stdout)
     except ConfigError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 
 import httpx
 import orjson
@@ -165,3 +166,45 @@ async def test_a_login_penalised_again_and_again_is_retried_later_not_fatal(
     assert transport.paths["/auth/accesstokenrequest"] == 5
     # three waits were honoured; the fourth penalty was not waited out for nothing
     assert failed.time == pytest.approx(3 * 2.25)
+
+
+async def test_a_skewed_clock_never_causes_a_renewal_storm(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from datetime import timedelta
+
+    async with open_simulator(SimConfig(seed=3, activity_interval=60)) as sim:
+        transport = CountingTransport(sim)
+        truth_clock = sim_wall_clock(sim)
+
+        def a_year_ahead() -> datetime:
+            return truth_clock() + timedelta(days=365)
+
+        config = config_for(sim, http_transport=transport, wall_clock=a_year_ahead)
+        async with open_engine(config) as engine:
+            await engine.wait_for(State.LIVE)
+            await trio.sleep(3600)
+            assert engine.state is State.LIVE
+    assert transport.paths["/auth/renewaccesstoken"] <= 12  # at most one per 5 minutes
+    assert transport.paths["/auth/accesstokenrequest"] == 1
+
+
+async def test_a_caller_token_is_renewed_before_its_assumed_lifetime_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_simulator(SimConfig(seed=3, activity_interval=60)) as sim:
+        transport = CountingTransport(sim)
+        config = config_for(
+            sim,
+            http_transport=transport,
+            credentials=None,
+            access_token=sim.issue_token(),
+            user_id=sim.user_id,
+        )
+        async with open_engine(config) as engine:
+            await engine.wait_for(State.LIVE)
+            await trio.sleep(66 * 60)  # 80 min assumed lifetime, renewed 15 min before
+            assert transport.paths["/auth/renewaccesstoken"] == 1
+            await sim.drop_connections()  # a reconnect with the renewed token works
+            await engine.wait_for(State.BACKOFF)
+            await engine.wait_for(State.LIVE)

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -147,6 +148,14 @@ class Simulator:
     def rest_log(self) -> Sequence[RestRecord]:
         """Every REST request answered, in order (no bodies, headers or tokens)."""
         return tuple(self._core.rest_log)
+
+    def wall_clock(self) -> datetime:
+        """The simulated UTC time now (``expirationTime`` and timestamps are on this clock).
+
+        Give it to ``EngineConfig(wall_clock=sim.wall_clock)`` so token expiry is judged on
+        the simulator's clock, which runs in trio (possibly virtual) time.
+        """
+        return self._core.clock.at(trio.current_time())
 
     def truth(self) -> dict[tuple[str, int], dict[str, Any]]:
         """The server's entities keyed ``(entityType, id)`` (deep copies)."""
