@@ -182,6 +182,8 @@ class SyncOptions:
                     "Tradovate refuses users or accounts together with a sharding expression "
                     "(P-SYNC): leave both unset for a sharded sync"
                 )
+            if len(self.sharding) != 3:
+                raise ConfigError("sharding is (expressionType, divisor, remainder)")
             key, divisor, remainder = self.sharding
             if key not in SHARDING_KEYS:
                 raise ConfigError(f"sharding key must be one of {SHARDING_KEYS}, got {key!r}")
@@ -315,6 +317,16 @@ class EngineConfig:
             raise ConfigError("sync must be a SyncOptions(...)")
         if not (isinstance(self.shards, int) and self.shards >= 1):
             raise ConfigError(f"shards must be an int >= 1, got {self.shards!r}")
+        if (
+            self.shards == 1
+            and self.sync.entity_types is not None
+            and self.sync.accounts is None
+            and self.sync.sharding is None
+        ):
+            raise ConfigError(
+                "entity_types needs accounts=(...) on a single socket: Tradovate refuses "
+                "users with entityTypes (P-SYNC), and a body with neither names nobody"
+            )
         if self.shards > 1:
             if self.sync.sharding is not None:
                 raise ConfigError("give shards=N, not SyncOptions.sharding: the engine sets it")

@@ -268,11 +268,13 @@ class Engine:
         """Move changes from the feed to the consumer channel, at the consumer's pace."""
         saved_at = trio.current_time()
         while True:
+            if trio.current_time() - saved_at >= 1.0:  # checkpoint at most once a second
+                self._feed.ledger.save()
+                saved_at = trio.current_time()
             change = self._feed.pop()
             if change is None:
-                if trio.current_time() - saved_at >= 1.0:  # checkpoint at most once a second
-                    self._feed.ledger.save()
-                    saved_at = trio.current_time()
+                self._feed.ledger.save()  # caught up: a good moment
+                saved_at = trio.current_time()
                 await self._feed_wake.wait()
                 self._feed_wake = trio.Event()
                 continue
@@ -291,7 +293,7 @@ class Engine:
             shared.start_soon(self._deliver)
             async with trio.open_nursery() as sockets:
                 for shard in self.shards:
-                    sockets.start_soon(shard.run)
+                    sockets.start_soon(self._run_shard, shard)
             shared.cancel_scope.cancel()
         self._feed.ledger.save()
         error = self._stop_error
@@ -300,9 +302,32 @@ class Engine:
         for watcher in self._watchers:
             watcher.close()
 
+    async def _run_shard(self, shard: Shard) -> None:
+        await shard.run()
+        if shard.stop_error is not None:
+            # A policy stopped one socket (bad credentials, retry budget): the merged store
+            # would silently miss that shard's accounts, so the others stop with it.
+            for other in self.shards:
+                if other is not shard:
+                    other.close(f"shard {shard.index} stopped: {shard.stop_reason}")
+
     def _close(self) -> None:
         for shard in self.shards:
-            shard.run_scope.cancel()
+            shard.close("application closed the engine")
+
+    @property
+    def delivery(self) -> dict[str, int]:
+        """How the change feed is coping: changes waiting now, the most ever waiting,
+        changes merged while the consumer was behind, no-op changes dropped, repeated fills
+        suppressed (see :mod:`trio_tradovate.feed`)."""
+        feed = self._feed
+        return {
+            "waiting": len(feed),
+            "high_water": feed.high_water,
+            "coalesced": feed.coalesced,
+            "no_ops": feed.no_ops,
+            "repeated_fills": feed.repeated_fills,
+        }
 
 
 @asynccontextmanager

@@ -102,6 +102,12 @@ class ChangeFeed:
         """Queue ``change``, merging it into one still waiting for the same entity."""
         key = (change.entity_type, change.entity_id)
         waiting = self._waiting.get(key)
+        if change.event_type == "Deleted" and key not in self._delivered:
+            # The consumer never held it: nothing to tell, and nothing to keep waiting.
+            if waiting is not None:
+                del self._waiting[key]
+                self.coalesced += 1
+            return
         if waiting is not None:
             self.coalesced += 1
             change = replace(

@@ -32,7 +32,7 @@ import logging
 import random
 from collections.abc import Mapping
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
@@ -67,6 +67,7 @@ from .pipeline import Outbound
 from .protocol import (
     HEARTBEAT_FRAME,
     Close,
+    EntityEvent,
     Heartbeat,
     Malformed,
     Open,
@@ -79,6 +80,7 @@ from .protocol import (
 )
 from .scheduler import PENALTY_MARGIN
 from .statechart import State, Statechart, TransitionRecord
+from .store import singular
 
 logger = logging.getLogger("trio_tradovate.engine")
 
@@ -233,6 +235,7 @@ class Shard:
         self._auth_rejections = 0  # consecutive refusals of just-minted tokens
         self._conn: _Connection | None = None
         self.run_scope = trio.CancelScope()
+        self._close_reason = "application closed the engine"
         self.stop_reason: str | None = None
         self.stop_error: TradovateError | None = None
 
@@ -256,9 +259,14 @@ class Shard:
 
     def lockout_notice(self, reason: str) -> None:
         """A penalty lockout began: the supervisor records it as a ``penalized`` transition."""
-        conn = self._conn
+        conn = self.live_connection
         if conn is not None:
             conn.report(_Lockout(reason))
+
+    def close(self, reason: str) -> None:
+        """Make :meth:`run` end, recording ``reason`` in the ``close`` transition."""
+        self._close_reason = reason
+        self.run_scope.cancel()
 
     async def run(self) -> None:
         """Supervise this socket until the engine closes or a policy stops it."""
@@ -266,7 +274,7 @@ class Shard:
             await self._run()
         if self.state is not State.STOPPED:
             self.stop_error = None
-            self._fire("close", "application closed the engine")
+            self._fire("close", self._close_reason)
 
     def retry_budget_exhausted(self) -> bool:
         """Statechart guard: the configured number of consecutive failed attempts is used up."""
@@ -460,6 +468,8 @@ class Shard:
             elif isinstance(report, _Fault):
                 return report
             elif isinstance(report, _Lockout):
+                if self.state is not State.LIVE:
+                    continue  # only a live socket records lockouts (the table says LIVE -> LIVE)
                 self._fire(
                     "penalized",
                     f"{report.reason}: only cancellations and liquidations go out for "
@@ -485,7 +495,7 @@ class Shard:
                 )
                 sync_due = now + pace
             elif self.state is not State.SYNCING:
-                self._engine.counters["late_sync_parts"] += 1
+                self._apply_late_part(conn, report.response)
             else:
                 fault = self._sync_fault(report.response)
                 if fault is not None:
@@ -498,6 +508,24 @@ class Shard:
                 else:
                     self._go_live(conn, report.response.data)
                     deadline = float("inf")
+
+    def _apply_late_part(self, conn: _Connection, response: Response) -> None:
+        """A split-snapshot part that came after the quiet period: upsert what it holds (its
+        entities may have looked deleted meanwhile; a late part never deletes anything)."""
+        self._engine.counters["late_sync_parts"] += 1
+        if response.status != 200 or not isinstance(response.data, dict):
+            return
+        for collection, values in response.data.items():
+            if not isinstance(values, list):
+                continue
+            entity_type = singular(collection)
+            for raw in values:
+                if isinstance(raw, dict) and isinstance(raw.get("id"), int):
+                    event = EntityEvent(entity_type, "Updated", (raw,))
+                    for change in self._engine.store.apply_event(
+                        event, conn.generation, owner=self.index
+                    ):
+                        self._engine._emit(replace(change, recovered=True))
 
     def _sync_fault(self, response: Response) -> _Fault | None:
         penalty = _penalty_of(response, self.config.lockout_seconds)

@@ -250,6 +250,26 @@ async def _penalised_requests(ctx: Ctx) -> None:
     await _requests(ctx)
 
 
+async def _request_captcha(ctx: Ctx) -> None:
+    ctx.sim.penalize_requests(endpoint="account/list", captcha=True)
+    await _requests(ctx)
+
+
+async def _request_429(ctx: Ctx) -> None:
+    ctx.sim.rate_limit_429(endpoint="account/list")
+    await _requests(ctx)
+
+
+async def _sync_penalised(ctx: Ctx) -> None:
+    ctx.sim.penalize_requests(endpoint="user/syncrequest", p_time=ctx.rng.uniform(1, 20))
+    await ctx.sim.drop_connections()
+
+
+async def _sync_429(ctx: Ctx) -> None:
+    ctx.sim.rate_limit_429(endpoint="user/syncrequest")
+    await ctx.sim.drop_connections()
+
+
 async def _slow_consumer(ctx: Ctx) -> None:
     ctx.consumer.pause(trio.current_time() + ctx.rng.uniform(5, 60))
 
@@ -265,6 +285,7 @@ STEPS: dict[str, tuple[Step, int]] = {
     "close_frame": (_close, 4),
     "shutdown_maintenance": (_shutdown("Maintenance"), 2),
     "shutdown_connection_quota": (_shutdown("ConnectionQuotaReached"), 1),
+    "shutdown_ip_quota": (_shutdown("IPQuotaReached"), 1),
     "refuse": (_refuse, 3),
     "authorize_unanswered": (_ignore_auth, 2),
     "token_expired": (_expire, 2),
@@ -273,6 +294,12 @@ STEPS: dict[str, tuple[Step, int]] = {
     "dns_failure": (_connect_fault("dns"), 1),
     "tls_failure": (_connect_fault("tls"), 1),
     "connect_timeout": (_connect_fault("timeout"), 1),
+    "connect_refused": (_connect_fault("refused"), 1),
+    "connect_reset": (_connect_fault("reset"), 1),
+    "request_captcha": (_request_captcha, 1),
+    "request_429": (_request_429, 1),
+    "sync_penalised": (_sync_penalised, 1),
+    "sync_429": (_sync_429, 1),
     "duplicate_props": (_duplicate, 3),
     "replay_props": (_replay, 3),
     "split_frames": (_split, 2),

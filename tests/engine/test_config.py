@@ -28,6 +28,7 @@ TOKEN: dict[str, Any] = {"access_token": "t"}
         ({**TOKEN, "shards": 2, "sync": SyncOptions(users=(1,))}, "users or accounts"),
         ({**TOKEN, "shards": 2, "sync": SyncOptions(sharding=("modAccountId", 2, 0))}, "shards=N"),
         ({**TOKEN, "shards": 2, "shard_by": "modNothing"}, "shard_by"),
+        ({**TOKEN, "sync": SyncOptions(entity_types=("order",))}, "entity_types needs accounts"),
     ],
 )
 def test_bad_settings_fail_fast(kwargs: dict[str, Any], message: str) -> None:
@@ -86,6 +87,7 @@ def test_empty_credentials_say_what_to_set() -> None:
         ({"accounts": (1,), "sharding": ("modAccountId", 2, 0)}, "sharding expression"),
         ({"sharding": ("modOrderId", 2, 0)}, "sharding key"),
         ({"sharding": ("modAccountId", 2, 2)}, "remainder"),
+        ({"sharding": ("modAccountId", 2)}, "expressionType, divisor, remainder"),
         ({"users": ()}, "non-empty"),
         ({"accounts": (True,)}, "int ids"),
         ({"entity_types": ("",)}, "entity_types"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 import orjson
@@ -101,3 +102,46 @@ async def test_a_split_snapshot_is_assembled_before_going_live(
         [audit] = sim.sockets
         assert audit.syncrequest_count == 1
         assert audit.frames_sent["a"] >= 4  # the parts arrived as separate frames
+
+
+async def test_a_lockout_while_one_shard_reconnects_does_not_crash_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from trio_tradovate import CaptchaRequired
+
+    async with open_simulator(SimConfig(seed=9, accounts=4, activity_interval=2)) as sim:
+        config = config_for(sim, shards=2, sync=SyncOptions(entity_types=ALL_TYPES))
+        async with open_engine(config) as engine:
+            await engine.wait_for(State.LIVE)
+            sim.refuse_connections(until=trio.current_time() + 20)
+            await sim.drop_connections(where=lambda audit: remainder_of(audit) == 1)
+            sim.penalize_requests(endpoint="contract/find", captcha=True)
+            with suppress(CaptchaRequired):
+                await engine.request("contract/find", query="name=MESZ6", timeout=30)
+            await trio.sleep(60)
+            assert engine.shards[1].state is State.LIVE  # recovered, not crashed
+        penalized = [r for r in engine.transitions if r.trigger == "penalized"]
+        assert [r.shard for r in penalized] == [0]
+
+
+async def test_a_shard_stopped_by_policy_stops_the_others_with_the_reason(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from trio_tradovate import BackoffPolicy
+
+    async with open_simulator(SimConfig(seed=10, accounts=4)) as sim:
+        config = config_for(
+            sim,
+            shards=2,
+            sync=SyncOptions(entity_types=ALL_TYPES),
+            backoff=BackoffPolicy(retry_budget=2),
+        )
+        async with open_engine(config) as engine:
+            await engine.wait_for(State.LIVE)
+            sim.refuse_connections(until=trio.current_time() + 3600)
+            await sim.drop_connections(where=lambda audit: remainder_of(audit) == 1)
+            await engine.wait_for(State.STOPPED)
+        first, second = engine.shards
+        assert second.stop_reason is not None
+        assert second.stop_reason.startswith("refused")
+        assert first.stop_reason == f"shard 1 stopped: {second.stop_reason}"
