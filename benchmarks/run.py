@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from trio_tradovate.feed import ChangeFeed
 from trio_tradovate.protocol import Push, parse_entity_event, parse_frame
 from trio_tradovate.store import EntityStore
 
@@ -142,11 +143,32 @@ def full_path() -> Callable[[str], object]:
     return run
 
 
+def full_path_with_feed() -> Callable[[str], object]:
+    """The full path plus the change feed, the way the engine runs it: every change pushed,
+    then popped for the consumer (who keeps up, so nothing coalesces)."""
+    store = EntityStore()
+    feed = ChangeFeed()
+    delivered = 0
+
+    def run(frame: str) -> object:
+        nonlocal delivered
+        for event in parse_frame(frame):
+            if isinstance(event, Push) and event.kind == "props":
+                for change in store.apply_event(parse_entity_event(event.data), 1):
+                    feed.push(change)
+                while feed.pop() is not None:
+                    delivered += 1
+        return delivered
+
+    return run
+
+
 METHODS: dict[str, Callable[[], Callable[[str], object]]] = {
     "json.loads (baseline)": stdlib_parse,
     "json.loads + dict": stdlib_dict,
     "parse_frame": parse_only,
     "full path": full_path,
+    "full path + change feed": full_path_with_feed,
 }
 
 
