@@ -9,7 +9,7 @@ decides what to do with them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -207,8 +207,10 @@ class TokenKeeper:
         *,
         wall_clock: Callable[[], datetime],
         margin: float,
+        pace: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._http = http
+        self._pace = pace
         self._rest_url = rest_url
         self._credentials = credentials
         self._token: AccessToken | None = None
@@ -284,6 +286,8 @@ class TokenKeeper:
         current = self._token
         if current is not None:
             try:
+                if self._pace is not None:
+                    await self._pace("auth/renewaccesstoken")
                 renewed = await renew_access_token(self._http, self._rest_url, current)
             except (AuthenticationError, Penalized) as exc:
                 logger.info("token renewal refused (%s); %s", exc, "logging in again")

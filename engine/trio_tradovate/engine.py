@@ -74,6 +74,7 @@ class Engine:
             auth.AccessToken(config.access_token, fresh=False) if config.access_token else None,
             wall_clock=config.wall_clock,
             margin=config.token_refresh_margin,
+            pace=self._pace_rest,
         )
         self._user_id = config.user_id
         self._entity_types = (
@@ -231,6 +232,13 @@ class Engine:
                 self.counters["transition_records_dropped"] += 1
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._watchers.remove(watcher)
+
+    async def _pace_rest(self, endpoint: str) -> None:
+        """Wait for ``endpoint``'s REST budget (P-RL), shared with every other request."""
+        wait = self._scheduler.governor.reserve(endpoint, trio.current_time())
+        if wait > 0:
+            logger.warning("%s waits %.0f s for its rate budget", endpoint, wait)
+            await trio.sleep(wait)
 
     def _lockout_notice(self, reason: str) -> None:
         self._lockout_announced = True

@@ -108,6 +108,11 @@ class Window:
 DEFAULT_LIMITS: Mapping[str, tuple[Window, ...]] = {
     "*": (Window(50, 1.0), Window(4500, 60.0), Window(4500, 3600.0)),
     "user/syncrequest": (Window(280, 3600.0),),
+    # REST, per IP over a rolling hour, counting every request (P-RL). The token request is
+    # limited on failures only, and the engine never retries a refused login, so it is
+    # not paced here.
+    "auth/renewaccesstoken": (Window(14, 3600.0),),
+    "auth/me": (Window(9, 3600.0),),
 }
 
 
@@ -134,6 +139,13 @@ class RateGovernor:
                 sent.popleft()
             if len(sent) >= window.limit:
                 wait = max(wait, sent[-window.limit] + window.seconds - now)
+        return wait
+
+    def reserve(self, endpoint: str, now: float) -> float:
+        """Count a send of ``endpoint`` at the first moment the budget allows it; return how
+        long the caller must wait before sending (0 when it may go now)."""
+        wait = self.delay(endpoint, now)
+        self.record(endpoint, now + wait)
         return wait
 
     def record(self, endpoint: str, now: float) -> None:

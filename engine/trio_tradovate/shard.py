@@ -356,6 +356,8 @@ class Shard:
     async def _ensure_token(self) -> auth.AccessToken:
         token = await self._engine._keeper.get()
         if self._engine._user_id is None:
+            if token.user_id is None:
+                await self._engine._pace_rest("auth/me")
             self._engine._user_id = token.user_id or await auth.fetch_user_id(
                 self._engine._http, self.config.rest_url, token
             )

@@ -146,3 +146,11 @@ def test_default_limits_cover_every_request_and_sync() -> None:
     assert DEFAULT_LIMITS["user/syncrequest"][0].limit < 300
     with pytest.raises(ConfigError):
         Window(0, 1.0)
+
+
+def test_reserve_books_the_first_free_moment() -> None:
+    governor = RateGovernor({"auth/renewaccesstoken": (Window(2, 100.0),)})
+    assert governor.reserve("auth/renewaccesstoken", 0.0) == 0
+    assert governor.reserve("auth/renewaccesstoken", 1.0) == 0
+    assert governor.reserve("auth/renewaccesstoken", 2.0) == pytest.approx(98.0)
+    assert governor.reserve("auth/renewaccesstoken", 3.0) == pytest.approx(98.0)  # t=101

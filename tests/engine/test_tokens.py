@@ -208,3 +208,33 @@ async def test_a_caller_token_is_renewed_before_its_assumed_lifetime_ends(
             await sim.drop_connections()  # a reconnect with the renewed token works
             await engine.wait_for(State.BACKOFF)
             await engine.wait_for(State.LIVE)
+
+
+async def test_renewals_are_paced_by_their_budget(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    from trio_tradovate.scheduler import RateGovernor, Window
+
+    transport = CountingTransport(sim)
+    governor = RateGovernor({"auth/renewaccesstoken": (Window(3, 3600.0),)})
+    times: list[float] = []
+
+    async def pace(endpoint: str) -> None:
+        await trio.sleep(governor.reserve(endpoint, trio.current_time()))
+        times.append(trio.current_time())
+
+    async with httpx.AsyncClient(transport=transport) as http:
+        keeper = TokenKeeper(
+            http,
+            "https://demo.tradovateapi.com/v1",
+            Credentials(sim.config.username, sim.config.password),
+            None,
+            wall_clock=sim_wall_clock(sim),
+            margin=900,
+            pace=pace,
+        )
+        for _ in range(5):  # five refusals in a row: each wants a renewal
+            keeper.reject(await keeper.get())
+        await keeper.get()
+    assert len(times) == 5
+    assert times[3] - times[0] >= 3600  # the fourth renewal waited for the window
