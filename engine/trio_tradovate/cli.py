@@ -66,25 +66,23 @@ def _format_transition(record: TransitionRecord, origin: float) -> str:
 
 
 def account_view(engine: Engine) -> str:
-    """A few lines summing up the synced account: positions, working orders, fills, cash."""
-    store = engine.store
-    names = {c["id"]: c.get("name", c["id"]) for c in store.of_type("contract")}
-    positions = [
-        f"{names.get(p.get('contractId'), p.get('contractId'))} {p.get('netPos'):+}"
-        for p in store.of_type("position")
-        if p.get("netPos")
-    ]
-    working = [o for o in store.of_type("order") if o.get("ordStatus") == "Working"]
-    fills = store.of_type("fill")
-    balances = [
-        f"{b.get('accountId')}: {float(b.get('amount', 0)):,.2f}"
-        for b in store.of_type("cashBalance")
-    ]
-    return (
-        f"  positions: {', '.join(positions) or 'flat'}\n"
-        f"  working orders: {len(working)}   fills: {len(fills)}\n"
-        f"  cash: {'; '.join(balances) or '-'}\n"
-    )
+    """A few lines per account: open positions, working orders, fills, cash."""
+    views = engine.views
+    lines = []
+    for account in views.accounts():
+        positions = [
+            f"{(views.contract(p.contract_id) or p).raw.get('name', p.contract_id)} {p.net_pos:+}"
+            for p in views.positions(account.id, open_only=True)
+            if p.contract_id is not None and p.net_pos is not None
+        ]
+        working = views.orders(account.id, working_only=True)
+        fills = views.fills(account_id=account.id)
+        cash = sum(b.amount or 0.0 for b in views.cash_balances(account.id))
+        lines.append(
+            f"  {account.name or account.id}: {', '.join(positions) or 'flat'}; "
+            f"{len(working)} working, {len(fills)} fills; cash {cash:,.2f}\n"
+        )
+    return "".join(lines) or "  (no accounts)\n"
 
 
 async def run_demo(duration: float, seed: int, out: TextIO) -> int:

@@ -26,9 +26,9 @@ async def test_demo_shows_transitions_account_and_recovery(
     text = out.getvalue()
     assert text.count("-> live") == 2  # live, dropped, live again
     assert "live -> backoff" in text
-    assert "positions:" in text
-    assert "working orders:" in text
-    assert "cash:" in text
+    assert " working, " in text
+    assert " fills; cash " in text
+    assert "DEMO" in text  # accounts by name
     assert "1 reconnect(s)" in text
     assert text.rstrip().endswith("entities in store")
 
