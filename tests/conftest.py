@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from trio_tradovate import Credentials, EngineConfig
+from trio_tradovate import Credentials, EngineConfig, EntityChange
 from trio_tradovate.sim import SimConfig, Simulator, open_simulator
 
 
@@ -58,3 +58,21 @@ async def settle(simulator: Simulator) -> None:
     """
     simulator.pause_activity()
     await trio.sleep(1)
+
+
+async def rebuild_from_changes(
+    changes: trio.MemoryReceiveChannel[EntityChange], quiet: float = 1.0
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """Apply every change waiting on ``changes`` (until ``quiet`` seconds pass without one),
+    as an application that knows nothing but the change stream would."""
+    rebuilt: dict[tuple[str, int], dict[str, Any]] = {}
+    while True:
+        with trio.move_on_after(quiet) as idle:
+            item = await changes.receive()
+        if idle.cancelled_caught:
+            return rebuilt
+        key = (item.entity_type, item.entity_id)
+        if item.event_type == "Deleted":
+            del rebuilt[key]
+        else:
+            rebuilt[key] = dict(item.entity)

@@ -22,6 +22,7 @@ from .errors import (
     CaptchaRequired,
     ConnectionLost,
     OutcomeUnknown,
+    Penalized,
     RateLimited,
     RequestError,
     RequestTimeout,
@@ -151,14 +152,7 @@ class RequestPipeline:
         now = trio.current_time()
         if response.status == 200 and isinstance(data, dict) and "p-ticket" in data:
             if data.get("p-captcha"):
-                self.scheduler.on_lockout("captcha", now)
-                request.finish(
-                    error=CaptchaRequired(
-                        f"{request.endpoint}: Tradovate asks for a captcha; no program can "
-                        f"answer it. Non-essential requests stop for {self.scheduler.lockout:g} s"
-                    )
-                )
-                self._penalty_changed("captcha")
+                self._lock_out(request, "captcha", now)
                 return True
             p_time = data.get("p-time")
             wait = self.scheduler.on_penalty(
@@ -177,17 +171,25 @@ class RequestPipeline:
             self._kick()
             return True
         if response.status == 429:
-            self.scheduler.on_lockout("429", now)
-            request.finish(
-                error=RateLimited(
-                    f"{request.endpoint}: rate limited (429); non-essential requests stop for "
-                    f"{self.scheduler.lockout:g} s"
-                )
-            )
-            self._penalty_changed("429")
+            self._lock_out(request, "429", now)
             return True
         request.finish(response=response)
         return True
+
+    def _lock_out(self, request: Request, reason: str, now: float) -> None:
+        """A captcha or a 429: fail ``request`` and start the lockout (P-RL: about an hour)."""
+        self.scheduler.on_lockout(reason, now)
+        stop = f"non-essential requests stop for {self.scheduler.lockout:g} s"
+        error: Penalized
+        if reason == "captcha":
+            error = CaptchaRequired(
+                f"{request.endpoint}: Tradovate asks for a captcha; no program can answer it; "
+                f"{stop}"
+            )
+        else:
+            error = RateLimited(f"{request.endpoint}: rate limited (429); {stop}")
+        request.finish(error=error)
+        self._penalty_changed(reason)
 
     def _penalty_changed(self, reason: str) -> None:
         self._on_penalty_state()

@@ -14,7 +14,7 @@ from trio_tradovate.feed import ChangeFeed, FillLedger
 from trio_tradovate.sim import SimConfig, open_simulator
 from trio_tradovate.store import EntityChange
 
-from ..conftest import config_for, settle
+from ..conftest import config_for, rebuild_from_changes, settle
 
 
 def change(kind: str, entity_id: int, event: str, **values: Any) -> EntityChange:
@@ -151,16 +151,6 @@ async def test_slow_consumer_bounded_memory_and_exact_state(
         feed = engine._feed
         assert feed.high_water <= len(engine.store)  # one waiting change per entity
         await settle(sim)
-        rebuilt: dict[tuple[str, int], dict[str, Any]] = {}
-        while True:
-            with trio.move_on_after(1) as quiet:
-                item = await changes.receive()
-            if quiet.cancelled_caught:
-                break
-            key = (item.entity_type, item.entity_id)
-            if item.event_type == "Deleted":
-                del rebuilt[key]
-            else:
-                rebuilt[key] = dict(item.entity)
+        rebuilt = await rebuild_from_changes(changes)
         assert rebuilt == engine.store.as_dict() == sim.truth()
         assert feed.coalesced > events // 2

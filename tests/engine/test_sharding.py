@@ -11,7 +11,7 @@ import trio
 from trio_tradovate import State, SyncOptions, open_engine
 from trio_tradovate.sim import SimConfig, SocketAudit, open_simulator
 
-from ..conftest import config_for, settle
+from ..conftest import config_for, rebuild_from_changes, settle
 
 ALL_TYPES = ("account", "order", "fill", "position", "cashBalance", "contract", "product", "user")
 
@@ -38,17 +38,7 @@ async def test_three_shards_split_accounts_and_merge_into_one_truth(
             assert engine.store.as_dict() == {
                 k: v for k, v in sim.truth().items() if k[0] in ALL_TYPES
             }
-            rebuilt: dict[tuple[str, int], dict[str, Any]] = {}
-            while True:
-                with trio.move_on_after(1) as quiet:
-                    item = await changes.receive()
-                if quiet.cancelled_caught:
-                    break
-                key = (item.entity_type, item.entity_id)
-                if item.event_type == "Deleted":
-                    del rebuilt[key]
-                else:
-                    rebuilt[key] = dict(item.entity)
+            rebuilt = await rebuild_from_changes(changes)
             assert rebuilt == engine.store.as_dict()
         # every account's orders reached exactly one socket, the one its id maps to
         accounts = sorted(k[1] for k in sim.truth() if k[0] == "account")
