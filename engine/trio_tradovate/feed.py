@@ -127,7 +127,7 @@ class ChangeFeed:
                     continue
                 del self._delivered[key]
                 return replace(change, entity=held)
-            if held is not None and dict(held) == dict(change.entity):
+            if held is not None and (held is change.entity or held == change.entity):
                 self.no_ops += 1
                 continue
             if held is None and change.entity_type == "fill":
