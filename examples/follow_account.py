@@ -12,12 +12,11 @@ arrive marked ``recovered``. At the end the store is compared with the simulator
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import trio
 
-from trio_tradovate import Credentials, EngineConfig, State, TransitionRecord, open_engine
-from trio_tradovate.sim import SimConfig, Simulator, open_simulator
+from trio_tradovate import State, TransitionRecord, open_engine
+from trio_tradovate.sim import SimConfig, open_simulator
 
 
 @dataclass(frozen=True)
@@ -31,33 +30,12 @@ class FollowResult:
     store_matches_truth: bool
 
 
-def engine_config_for(sim: Simulator, started_at: float) -> EngineConfig:
-    """An engine config whose REST calls and websocket both reach ``sim`` in memory.
-
-    ``wall_clock`` follows the simulator's virtual calendar (its ``epoch`` plus elapsed trio
-    time) so that token expiry is judged by the clock that issued the token, not the host's.
-    """
-    epoch = datetime.fromisoformat(sim.config.epoch.replace("Z", "+00:00")).astimezone(UTC)
-
-    def sim_now() -> datetime:
-        return epoch + timedelta(seconds=trio.current_time() - started_at)
-
-    return EngineConfig(
-        credentials=Credentials(sim.config.username, sim.config.password),
-        connector=sim.connector(),
-        http_transport=sim.rest_transport(),
-        wall_clock=sim_now,
-        seed=1,
-    )
-
-
 async def main(duration: float = 10.0) -> FollowResult:
     """Follow the account for ``duration`` seconds of trio time, with one drop in the middle."""
     changes = 0
     recovered = 0
-    started_at = trio.current_time()
     async with open_simulator(SimConfig(seed=3)) as sim:
-        async with open_engine(engine_config_for(sim, started_at)) as engine:
+        async with open_engine(sim.engine_config()) as engine:
             events = engine.events()  # subscribe before LIVE to see the snapshot's changes too
 
             async def print_changes() -> None:

@@ -15,23 +15,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import trio
 import trio.lowlevel
 
 from trio_tradovate import (
-    Credentials,
     Engine,
-    EngineConfig,
     EntityChange,
     OutcomeUnknown,
     RequestError,
     State,
     open_engine,
 )
-from trio_tradovate.sim import SimConfig, Simulator, open_simulator
+from trio_tradovate.sim import SimConfig, open_simulator
 
 
 @dataclass(frozen=True)
@@ -42,22 +39,6 @@ class OrderResult:
     order: Mapping[str, Any] | None
     bad_request_status: int | None
     in_flight_outcome: str
-
-
-def engine_config_for(sim: Simulator, started_at: float) -> EngineConfig:
-    """An engine config reaching ``sim`` in memory; token expiry judged by the sim's calendar."""
-    epoch = datetime.fromisoformat(sim.config.epoch.replace("Z", "+00:00")).astimezone(UTC)
-
-    def sim_now() -> datetime:
-        return epoch + timedelta(seconds=trio.current_time() - started_at)
-
-    return EngineConfig(
-        credentials=Credentials(sim.config.username, sim.config.password),
-        connector=sim.connector(),
-        http_transport=sim.rest_transport(),
-        wall_clock=sim_now,
-        seed=1,
-    )
 
 
 def order_body(engine: Engine, quantity: int = 1) -> dict[str, Any]:
@@ -102,10 +83,9 @@ async def wait_for_entity(
 
 async def main(duration: float = 10.0) -> OrderResult:
     """Place one good order, one bad one, and one that the network interrupts."""
-    started_at = trio.current_time()
     async with (
         open_simulator(SimConfig(seed=5)) as sim,
-        open_engine(engine_config_for(sim, started_at)) as engine,
+        open_engine(sim.engine_config()) as engine,
     ):
         await engine.wait_for(State.LIVE)
         # Subscribed after the snapshot, so only live changes arrive. The channel is bounded:

@@ -14,19 +14,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import trio
 
 from trio_tradovate import (
-    BackoffPolicy,
-    Credentials,
-    EngineConfig,
     State,
     TransitionRecord,
     open_engine,
 )
-from trio_tradovate.sim import SimConfig, Simulator, open_simulator
+from trio_tradovate.sim import SimConfig, open_simulator
 
 
 @dataclass(frozen=True)
@@ -40,34 +36,11 @@ class FaultsResult:
     store_matches_truth: bool
 
 
-def engine_config_for(sim: Simulator, started_at: float) -> EngineConfig:
-    """An engine config reaching ``sim`` in memory, with faster fault detection than default.
-
-    ``server_silence_timeout`` of 5 s (default 10 s) notices the stall sooner; the backoff cap
-    of 4 s keeps the demo short while still showing growing, jittered delays.
-    """
-    epoch = datetime.fromisoformat(sim.config.epoch.replace("Z", "+00:00")).astimezone(UTC)
-
-    def sim_now() -> datetime:
-        return epoch + timedelta(seconds=trio.current_time() - started_at)
-
-    return EngineConfig(
-        credentials=Credentials(sim.config.username, sim.config.password),
-        connector=sim.connector(),
-        http_transport=sim.rest_transport(),
-        wall_clock=sim_now,
-        server_silence_timeout=5.0,
-        backoff=BackoffPolicy(initial=0.5, cap=4.0, stable_after=30.0),
-        seed=1,
-    )
-
-
 async def main(duration: float = 4.0) -> FaultsResult:
     """Play the faults ``duration`` seconds apart (a little longer for the stall and refusal)."""
-    started_at = trio.current_time()
     watched: list[TransitionRecord] = []
     async with open_simulator(SimConfig(seed=11)) as sim:
-        async with open_engine(engine_config_for(sim, started_at)) as engine:
+        async with open_engine(sim.engine_config()) as engine:
             transitions = engine.watch_transitions()
 
             async def print_transitions() -> None:

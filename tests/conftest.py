@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from trio_tradovate import Credentials, EngineConfig, EntityChange
+from trio_tradovate import EngineConfig, EntityChange
 from trio_tradovate.sim import SimConfig, Simulator, open_simulator
 
 
@@ -39,15 +39,7 @@ def sim_wall_clock(simulator: Simulator) -> Callable[[], datetime]:
 
 def config_for(simulator: Simulator, **overrides: Any) -> EngineConfig:
     """An engine config that reaches ``simulator`` in memory (REST and websocket)."""
-    settings: dict[str, Any] = {
-        "credentials": Credentials(simulator.config.username, simulator.config.password),
-        "connector": simulator.connector(),
-        "http_transport": simulator.rest_transport(),
-        "wall_clock": sim_wall_clock(simulator),
-        "seed": 1,
-    }
-    settings.update(overrides)
-    return EngineConfig(**settings)
+    return simulator.engine_config(**overrides)
 
 
 async def settle(simulator: Simulator) -> None:

@@ -90,13 +90,7 @@ async def run_demo(duration: float, seed: int, out: TextIO) -> int:
     from .sim import SimConfig, open_simulator
 
     async with open_simulator(SimConfig(seed=seed)) as sim:
-        config = EngineConfig(
-            credentials=Credentials(sim.config.username, sim.config.password),
-            connector=sim.connector(),
-            http_transport=sim.rest_transport(),
-            wall_clock=sim.wall_clock,
-            seed=seed,
-        )
+        config = sim.engine_config(seed=seed)
         out.write(
             "trio-tradovate demo: engine <-> embedded Tradovate simulator "
             f"(seed {seed}, {duration:g} s)\n"

@@ -22,6 +22,7 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, wrap_server_stream
 
+from ..config import Credentials, EngineConfig
 from ._audit import RestRecord, SocketAudit
 from ._config import SimConfig
 from ._core import CloseSocket, SendFrame, SimCore, SimSession
@@ -156,6 +157,23 @@ class Simulator:
         the simulator's clock, which runs in trio (possibly virtual) time.
         """
         return self._core.clock.at(trio.current_time())
+
+    def engine_config(self, **overrides: Any) -> EngineConfig:
+        """An :class:`~trio_tradovate.EngineConfig` that reaches this simulator in memory.
+
+        REST goes through :meth:`rest_transport`, the websocket through :meth:`connector`,
+        token expiry is judged on :meth:`wall_clock`, and the demo user's credentials are
+        filled in; ``overrides`` replace any field (e.g. ``heartbeat_interval=1.5``).
+        """
+        settings: dict[str, Any] = {
+            "credentials": Credentials(self.config.username, self.config.password),
+            "connector": self.connector(),
+            "http_transport": self.rest_transport(),
+            "wall_clock": self.wall_clock,
+            "seed": 1,
+        }
+        settings.update(overrides)
+        return EngineConfig(**settings)
 
     def truth(self) -> dict[tuple[str, int], dict[str, Any]]:
         """The server's entities keyed ``(entityType, id)`` (deep copies)."""
