@@ -52,8 +52,6 @@ class AccessToken:
     expiration: datetime | None = None
     user_id: int | None = None
     name: str | None = None
-    #: Minted by us in this process (``True``) or given by the caller (``False``).
-    fresh: bool = True
     #: When we received it (trio time), if we minted it.
     minted_at: float | None = None
 

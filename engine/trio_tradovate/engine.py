@@ -71,7 +71,7 @@ class Engine:
             http,
             config.rest_url,
             config.credentials,
-            auth.AccessToken(config.access_token, fresh=False) if config.access_token else None,
+            auth.AccessToken(config.access_token) if config.access_token else None,
             wall_clock=config.wall_clock,
             margin=config.token_refresh_margin,
             pace=self._pace_rest,
@@ -136,10 +136,6 @@ class Engine:
             if shard.stop_error is not None:
                 return shard.stop_error
         return None
-
-    @property
-    def _keeper_token(self) -> auth.AccessToken | None:
-        return self._keeper.token
 
     def events(self) -> trio.MemoryReceiveChannel[EntityChange]:
         """The stream of entity changes, from the first snapshot on (there is only one).
@@ -214,7 +210,7 @@ class Engine:
         if not wait and self.state is not State.LIVE:
             raise self._pipeline.not_live_error(endpoint)
         request = Request(endpoint, query, body, priority or classify(endpoint))
-        return await self._pipeline.call(endpoint, query, body, request, limit)
+        return await self._pipeline.call(request, limit)
 
     # ------------------------------------------------------------------ shared machinery
 

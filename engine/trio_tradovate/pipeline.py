@@ -11,7 +11,7 @@ answer, the caller gets :class:`OutcomeUnknown` and reconciles from the re-synce
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
@@ -81,14 +81,7 @@ class RequestPipeline:
         self._wake.set()
         self._wake = trio.Event()
 
-    async def call(
-        self,
-        endpoint: str,
-        query: str | Mapping[str, Any] | None,
-        body: Any,
-        request: Request,
-        limit: float,
-    ) -> Any:
+    async def call(self, request: Request, limit: float) -> Any:
         """Queue ``request``, wait for its answer (at most ``limit`` s), return its ``d``."""
         try:
             with trio.fail_after(limit):
@@ -96,9 +89,9 @@ class RequestPipeline:
                 self._kick()
                 await request.done.wait()
         except trio.TooSlowError:
-            timeout = RequestTimeout(f"{endpoint}: no answer within {limit:g} s")
+            timeout = RequestTimeout(f"{request.endpoint}: no answer within {limit:g} s")
             if request.sent and request.money_moving:
-                raise OutcomeUnknown(endpoint, body) from timeout
+                raise OutcomeUnknown(request.endpoint, request.body) from timeout
             raise timeout from None
         finally:
             if not request.done.is_set():
@@ -110,7 +103,7 @@ class RequestPipeline:
         assert response is not None
         if response.status >= 400:
             text = response.data if isinstance(response.data, str) else str(response.data)
-            raise RequestError(endpoint, response.status, text)
+            raise RequestError(request.endpoint, response.status, text)
         return response.data
 
     async def run_sender(

@@ -66,6 +66,7 @@ from .errors import (
 from .pipeline import Outbound
 from .protocol import (
     HEARTBEAT_FRAME,
+    PUSH_KINDS,
     Close,
     EntityEvent,
     Heartbeat,
@@ -705,7 +706,7 @@ class Shard:
                 text if isinstance(text, str) else None,
             )
             conn.report(_Fault("lost", "shutdown", error))
-        elif push.kind in ("md", "chart", "clock"):
+        elif push.kind in PUSH_KINDS:  # md, chart, clock: not this socket's business
             self._engine.counters[f"push.{push.kind}"] += 1
         else:
             self._engine.counters["unknown_events"] += 1

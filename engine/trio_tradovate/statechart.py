@@ -61,7 +61,6 @@ class Transition:
     source: tuple[State, ...]
     dest: State
     guard: str | None = None
-    unless: str | None = None
     doc: str = ""
 
 
@@ -238,8 +237,6 @@ def _as_machine_row(row: Transition) -> dict[str, Any]:
     }
     if row.guard:
         spec["conditions"] = row.guard
-    if row.unless:
-        spec["unless"] = row.unless
     return spec
 
 

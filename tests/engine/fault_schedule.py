@@ -311,11 +311,6 @@ STEPS: dict[str, tuple[Step, int]] = {
 }
 
 
-def register(name: str, step: Step, weight: int) -> None:
-    """Add a fault kind to every later schedule (used for simulator faults that are optional)."""
-    STEPS[name] = (step, weight)
-
-
 async def run_schedule(seed: int, sequence: list[str] | None = None) -> ScheduleReport:
     """Run one seeded schedule and check the invariants after every step.
 

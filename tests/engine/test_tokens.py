@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
+from typing import Any
 
 import httpx
 import orjson
@@ -39,6 +40,19 @@ class CountingTransport(httpx.AsyncBaseTransport):
         return await self.sim.handle_http(request)
 
 
+def keeper_for(sim: Simulator, http: httpx.AsyncClient, **extra: Any) -> TokenKeeper:
+    """A token keeper that logs in to ``sim`` as its demo user, with no token yet."""
+    return TokenKeeper(
+        http,
+        "https://demo.tradovateapi.com/v1",
+        Credentials(sim.config.username, sim.config.password),
+        None,
+        wall_clock=sim_wall_clock(sim),
+        margin=900,
+        **extra,
+    )
+
+
 async def test_background_renewal_keeps_one_session(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -59,14 +73,7 @@ async def test_concurrent_needs_share_one_refresh(
 ) -> None:
     transport = CountingTransport(sim)
     async with httpx.AsyncClient(transport=transport) as http:
-        keeper = TokenKeeper(
-            http,
-            "https://demo.tradovateapi.com/v1",
-            Credentials(sim.config.username, sim.config.password),
-            None,
-            wall_clock=sim_wall_clock(sim),
-            margin=900,
-        )
+        keeper = keeper_for(sim, http)
         results: list[AccessToken] = []
 
         async def need() -> None:
@@ -224,15 +231,7 @@ async def test_renewals_are_paced_by_their_budget(
         times.append(trio.current_time())
 
     async with httpx.AsyncClient(transport=transport) as http:
-        keeper = TokenKeeper(
-            http,
-            "https://demo.tradovateapi.com/v1",
-            Credentials(sim.config.username, sim.config.password),
-            None,
-            wall_clock=sim_wall_clock(sim),
-            margin=900,
-            pace=pace,
-        )
+        keeper = keeper_for(sim, http, pace=pace)
         for _ in range(5):  # five refusals in a row: each wants a renewal
             keeper.reject(await keeper.get())
         await keeper.get()
