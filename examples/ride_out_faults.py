@@ -8,6 +8,11 @@ The simulator plays four faults in turn: a half-open socket (the server goes sil
 frame ``c[3000,"Go away!"]``, a maintenance ``shutdown`` event, and a period of refused
 connections. After each one the engine backs off, reconnects, logs in and re-syncs once; the
 application only sees the transition records and, at the end, a store equal to the server's.
+
+The faults come a few seconds apart, so the example tells the backoff that a connection live
+that long counts as stable (``BackoffPolicy.stable_after``): each fault then meets a first
+retry within a second, as a fault after a long stable connection would. With the default
+(60 s), faults this close together are flapping, and the delays grow.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 import trio
 
 from trio_tradovate import (
+    BackoffPolicy,
     State,
     TransitionRecord,
     open_engine,
@@ -40,7 +46,8 @@ async def main(duration: float = 4.0) -> FaultsResult:
     """Play the faults ``duration`` seconds apart (a little longer for the stall and refusal)."""
     watched: list[TransitionRecord] = []
     async with open_simulator(SimConfig(seed=11)) as sim:
-        async with open_engine(sim.engine_config()) as engine:
+        config = sim.engine_config(backoff=BackoffPolicy(stable_after=duration / 2))
+        async with open_engine(config) as engine:
             transitions = engine.watch_transitions()
 
             async def print_transitions() -> None:

@@ -76,15 +76,18 @@ class Credentials:
 
 @dataclass(frozen=True)
 class BackoffPolicy:
-    """Exponential backoff with full jitter, a cap, and a reset only after a stable period.
+    """Exponential backoff with equal jitter, a cap, and a reset only after a stable period.
 
     Attempt ``n`` (0-based, counted since the last stable connection) waits a uniformly random
-    time in ``[0, min(cap, initial * factor**n)]``, so the first retry comes within ``initial``
-    seconds and a fleet of clients never retries in lockstep. The counter resets only after a
-    connection stayed live for ``stable_after`` seconds, so a server that accepts and then drops
-    every socket still sees growing delays, not a storm (tradovate/api #20).
-    ``retry_budget`` (``None`` = retry forever) bounds consecutive failed attempts; when it runs
-    out the engine stops with the reason, never silently.
+    time in ``[c/2, c]`` with ``c = min(cap, initial * factor**n)``: the jitter keeps a fleet of
+    clients from retrying in lockstep, and the floor of ``c/2`` bounds the attempt rate
+    whatever the server does (attempts at least ``cap/2`` apart once the cap is reached). The
+    counter resets only after a connection stayed live for ``stable_after`` seconds, so a
+    server that accepts and then drops every socket still sees growing delays, not a storm
+    (tradovate/api #20). The first attempt after a stable connection ends (also after a
+    ``Maintenance`` shutdown) comes within ``after_live_cap`` seconds (Stage 2: reconnect
+    within 10 s). ``retry_budget`` (``None`` = retry forever) bounds consecutive failed
+    attempts; when it runs out the socket stops with the reason, never silently.
     """
 
     initial: float = 1.0
@@ -92,20 +95,22 @@ class BackoffPolicy:
     cap: float = 30.0
     stable_after: float = 60.0
     retry_budget: int | None = None
-    #: After a *live* connection is lost, the first attempt comes within this many seconds
-    #: whatever the attempt count (Stage 2: "attempt reconnection within 10 seconds").
+    #: The first attempt after a stable connection ends comes within this many seconds
+    #: (Stage 2: "attempt reconnection within 10 seconds").
     after_live_cap: float = 10.0
-    #: Minimum wait after a ``shutdown`` event, by reasonCode (tradovate-protocol.md §7, §10).
-    #: Quota codes mean another connection of ours would be evicted: wait far longer.
+    #: Wait after a ``shutdown`` event, by reasonCode, instead of the backoff. Only the quota
+    #: codes are here by default: another connection now would evict one of the user's own
+    #: sessions, so these are the documented exception to the 10 s rule. ``Maintenance``
+    #: and other codes use the backoff (first attempt within ``after_live_cap``).
     shutdown_delays: Mapping[str, float] = field(
         default_factory=lambda: {
-            "Maintenance": 60.0,
             "ConnectionQuotaReached": 900.0,
             "IPQuotaReached": 1800.0,
         }
     )
-    #: Wait after a ``shutdown`` whose reasonCode is not in ``shutdown_delays``.
-    default_shutdown_delay: float = 60.0
+    #: Wait after a ``shutdown`` whose reasonCode is not in ``shutdown_delays`` (0: the
+    #: backoff decides).
+    default_shutdown_delay: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.initial > 0 and math.isfinite(self.initial)):
@@ -265,6 +270,10 @@ class EngineConfig:
     #: Where to keep the ids of fills already announced, so a restart never announces a fill
     #: twice (``None``: within one process only).
     checkpoint_file: Path | None = None
+    #: How many transition records :attr:`Engine.transitions` keeps (the oldest go first).
+    transition_log_size: int = 10_000
+    #: Where to append every transition record as a JSON line (the full history).
+    audit_file: Path | None = None
     #: Seed of the backoff jitter (``None``: from the OS). Tests pass one for reproducibility.
     seed: int | None = None
     #: The UTC wall clock that token expiry is judged by; a simulator passes its own.
@@ -304,6 +313,7 @@ class EngineConfig:
             "message_queue_size",
             "event_buffer",
             "receive_buffer_size",
+            "transition_log_size",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")

@@ -3,44 +3,54 @@
 Theory of operation
 -------------------
 :func:`open_engine` builds one :class:`Engine` and runs, in one nursery, the things every
-socket shares: the token keeper's background renewal, and the delivery task that feeds the
-consumer channel from the change feed. Then it runs one :class:`~trio_tradovate.shard.Shard`
-per socket (one by default; ``shards=N`` spreads the sync stream over N sockets). Each shard
-supervises its own socket with its own declared statechart (see ``shard.py``).
+socket shares: the token keeper's background renewal, the penalty region's clock, and the
+delivery task that feeds the consumer channel from the change feed. Then it runs one
+:class:`~trio_tradovate.supervisor.SocketSupervisor` per socket (one by default; ``shards=N``
+spreads the sync stream over N sockets). Each supervisor gets a narrow
+:class:`~trio_tradovate.supervisor.SocketContext` (token source, store writer, request
+pipeline, rate governor, penalty desk, counters, record sink), never the engine itself.
 
-Shared by every shard: the access token (:class:`~trio_tradovate.auth.TokenKeeper`), the
-entity store, the change feed and its consumer channel, the request queue
-(:class:`~trio_tradovate.pipeline.RequestPipeline`) and the counters. The engine's ``state``
-is the shards' states folded into one (see :attr:`Engine.state`).
+Shared by every socket: the access token (:class:`~trio_tradovate.auth.TokenKeeper`), the
+entity store and its one writer, the change feed and its consumer channel, the request queue
+(:class:`~trio_tradovate.pipeline.RequestPipeline`), the penalty region and the counters. The
+engine's ``state`` is the sockets' states folded into one (see :attr:`Engine.state`).
+
+Leaving the ``async with`` block, normally or by an exception, runs one shutdown: every
+socket records its ``close`` transition, the fill checkpoint is saved, queued requests fail
+with :class:`EngineStopped`, and the events and watcher channels close.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+import weakref
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import orjson
 import trio
 
 from . import auth
 from .config import EngineConfig
-from .errors import ConfigError, EngineStopped, RemoteProtocolError, TradovateError
+from .errors import ConfigError, EngineStopped, TradovateError
 from .feed import ChangeFeed, FillLedger
+from .penalty import PenaltyRegion
 from .pipeline import Request, RequestPipeline
 from .protocol import encode_request
 from .scheduler import Priority, RateGovernor, RequestScheduler, classify
-from .shard import Shard
 from .statechart import State, TransitionRecord
 from .store import EntityChange, EntityStore
-from .transport import Connector, TcpConnector
+from .supervisor import SocketContext, SocketSupervisor
+from .transport import TcpConnector
 from .views import StoreViews
+from .writer import StoreWriter
 
 logger = logging.getLogger("trio_tradovate.engine")
 
-#: How far along each state is, to fold several shards' states into one.
+#: How far along each state is, to fold several sockets' states into one.
 _PROGRESS = {
     State.DISCONNECTED: 0,
     State.BACKOFF: 1,
@@ -49,6 +59,44 @@ _PROGRESS = {
     State.SYNCING: 4,
     State.LIVE: 5,
 }
+
+
+class _Tokens:
+    """The token source every socket shares: the keeper, plus the user id the sync names."""
+
+    def __init__(
+        self,
+        keeper: auth.TokenKeeper,
+        engine_config: EngineConfig,
+        http: httpx.AsyncClient,
+        pace: Any,
+    ) -> None:
+        self._keeper = keeper
+        self._config = engine_config
+        self._http = http
+        self._pace = pace
+        self._user_id = engine_config.user_id
+
+    @property
+    def renewable(self) -> bool:
+        return self._config.credentials is not None
+
+    @property
+    def user_id(self) -> int | None:
+        return self._user_id
+
+    async def get(self) -> auth.AccessToken:
+        token = await self._keeper.get()
+        if self._user_id is None:
+            if token.user_id is None:
+                await self._pace("auth/me")
+            self._user_id = token.user_id or await auth.fetch_user_id(
+                self._http, self._config.rest_url, token
+            )
+        return token
+
+    def reject(self, token: auth.AccessToken) -> None:
+        self._keeper.reject(token)
 
 
 class Engine:
@@ -60,8 +108,6 @@ class Engine:
 
     def __init__(self, config: EngineConfig, http: httpx.AsyncClient) -> None:
         self.config = config
-        self._http = http
-        self._connector: Connector = config.connector or TcpConnector()
         self.store = EntityStore()
         #: Typed, read-only views of :attr:`store` (orders of an account, a position, ...).
         self.views = StoreViews(self.store)
@@ -76,30 +122,62 @@ class Engine:
             margin=config.token_refresh_margin,
             pace=self._pace_rest,
         )
-        self._user_id = config.user_id
-        self._entity_types = (
-            frozenset(config.sync.entity_types) if config.sync.entity_types is not None else None
-        )
-        self._records: list[TransitionRecord] = []
+        self._records: deque[TransitionRecord] = deque(maxlen=config.transition_log_size)
+        self._audit = config.audit_file.open("ab") if config.audit_file is not None else None
         self._state_changed = trio.Event()
-        self._watchers: list[trio.MemorySendChannel[TransitionRecord]] = []
+        self._watchers: list[
+            tuple[
+                trio.MemorySendChannel[TransitionRecord],
+                weakref.ref[trio.MemoryReceiveChannel[TransitionRecord]],
+            ]
+        ] = []
         self._events_send, self._events_recv = trio.open_memory_channel[EntityChange](
             config.event_buffer
         )
         self._feed = ChangeFeed(FillLedger(config.checkpoint_file))
         self._feed_wake = trio.Event()
+        entity_types = (
+            frozenset(config.sync.entity_types) if config.sync.entity_types is not None else None
+        )
+        self._writer = StoreWriter(
+            self.store,
+            self._feed,
+            entity_types=entity_types,
+            counters=self.counters,
+            wake=self._wake_delivery,
+        )
         self._scheduler = RequestScheduler(
             RateGovernor(config.rate_limits), lockout=config.lockout_seconds
         )
+        self._penalty = PenaltyRegion(
+            self._scheduler,
+            path=config.penalty_state_file,
+            wall_clock=config.wall_clock,
+            wall_stamp=self._wall_stamp,
+            on_record=self._on_record,
+            engine_state=lambda: self.state,
+        )
         self._pipeline = RequestPipeline(
-            self._scheduler, on_lockout=self._lockout_notice, on_penalty_state=self._save_penalty
+            self._scheduler, on_lockout=self._penalty.begin, on_penalty_state=self._penalty.save
         )
-        self._lockout_announced = False
-        #: One per socket; a single one unless ``config.shards`` says otherwise.
+        context = SocketContext(
+            config=config,
+            connector=config.connector or TcpConnector(),
+            tokens=_Tokens(self._keeper, config, http, self._pace_rest),
+            writer=self._writer,
+            pipeline=self._pipeline,
+            governor=self._scheduler.governor,
+            penalties=self._penalty,
+            counters=self.counters,
+            on_record=self._on_record,
+            wall_clock=self._wall_stamp,
+        )
+        #: One supervisor per socket; a single one unless ``config.shards`` says otherwise.
         self.shards = tuple(
-            Shard(self, index, config.sync_for_shard(index)) for index in range(config.shards)
+            SocketSupervisor(context, index, config.sync_for_shard(index))
+            for index in range(config.shards)
         )
-        self._load_penalty()
+        self._penalty.load()
 
     # ----------------------------------------------------------------- public, read-only view
 
@@ -114,7 +192,8 @@ class Engine:
 
     @property
     def transitions(self) -> tuple[TransitionRecord, ...]:
-        """Every transition of every socket so far, oldest first (``shard`` tells them apart)."""
+        """The latest transitions of every socket and of the penalty region, oldest first
+        (at most ``transition_log_size``; ``audit_file`` keeps them all)."""
         return tuple(self._records)
 
     @property
@@ -131,7 +210,8 @@ class Engine:
         return None
 
     @property
-    def _stop_error(self) -> TradovateError | None:
+    def stop_error(self) -> TradovateError | None:
+        """The typed error that stopped the engine by policy, if one did."""
         for shard in self.shards:
             if shard.stop_error is not None:
                 return shard.stop_error
@@ -151,10 +231,11 @@ class Engine:
         """A channel that receives every later transition record.
 
         The supervisor never waits for a watcher: if this buffer is full, records are dropped
-        for this watcher (their ``seq`` numbers show the gap; :attr:`transitions` has them all).
+        for this watcher (their ``seq`` numbers show the gap). A watcher the application
+        closed or dropped is forgotten.
         """
         send, receive = trio.open_memory_channel[TransitionRecord](buffer)
-        self._watchers.append(send)
+        self._watchers.append((send, weakref.ref(receive)))
         return receive
 
     async def wait_for(self, *states: State) -> TransitionRecord:
@@ -167,7 +248,7 @@ class Engine:
             if self.state in states and self._records:
                 return self._records[-1]
             if self.state is State.STOPPED:
-                error = self._stop_error
+                error = self.stop_error
                 raise EngineStopped(self.stop_reason or "stopped", error) from error
             await self._state_changed.wait()
 
@@ -206,7 +287,7 @@ class Engine:
         if not (isinstance(limit, int | float) and limit > 0):
             raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
         if self.state is State.STOPPED:
-            raise EngineStopped(self.stop_reason or "stopped", self._stop_error)
+            raise EngineStopped(self.stop_reason or "stopped", self.stop_error)
         if not wait and self.state is not State.LIVE:
             raise self._pipeline.not_live_error(endpoint)
         request = Request(endpoint, query, body, priority or classify(endpoint))
@@ -214,20 +295,30 @@ class Engine:
 
     # ------------------------------------------------------------------ shared machinery
 
+    def _wall_stamp(self) -> str:
+        return self.config.wall_clock().isoformat()
+
     def _on_record(self, record: TransitionRecord) -> None:
-        """Every shard's statechart reports its records here (one merged, ordered log)."""
-        if record.dest is State.STOPPED:
-            self.shards[record.shard].stop_reason = record.reason
+        """Every chart reports its records here (one merged, ordered log)."""
         self._records.append(record)
+        if self._audit is not None:
+            self._audit.write(orjson.dumps(record.as_dict()) + b"\n")
+            self._audit.flush()
         self._state_changed.set()
         self._state_changed = trio.Event()
-        for watcher in list(self._watchers):
+        kept = []
+        for send, receive in self._watchers:
+            if receive() is None:  # the application dropped it
+                send.close()
+                continue
             try:
-                watcher.send_nowait(record)
+                send.send_nowait(record)
             except trio.WouldBlock:
                 self.counters["transition_records_dropped"] += 1
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._watchers.remove(watcher)
+                continue
+            kept.append((send, receive))
+        self._watchers = kept
 
     async def _pace_rest(self, endpoint: str) -> None:
         """Wait for ``endpoint``'s REST budget (P-RL), shared with every other request."""
@@ -236,36 +327,7 @@ class Engine:
             logger.warning("%s waits %.0f s for its rate budget", endpoint, wait)
             await trio.sleep(wait)
 
-    def _lockout_notice(self, reason: str) -> None:
-        self._lockout_announced = True
-        for shard in self.shards:
-            shard.lockout_notice(reason)
-
-    def _save_penalty(self) -> None:
-        path = self.config.penalty_state_file
-        if path is None:
-            return
-        data = self._scheduler.dump_penalty(trio.current_time(), self.config.wall_clock())
-        # A few hundred bytes, written only when a penalty starts: not worth a thread.
-        path.write_bytes(data)
-
-    def _load_penalty(self) -> None:
-        path = self.config.penalty_state_file
-        if path is None or not path.exists():
-            return
-        self._scheduler.load_penalty(
-            path.read_bytes(), trio.current_time(), self.config.wall_clock()
-        )
-        if self._scheduler.locked_out(trio.current_time()):
-            logger.error(
-                "a penalty lockout (%s) saved by an earlier run is still running: only "
-                "cancellations and liquidations are sent until it ends",
-                self._scheduler.penalty.lockout_reason,
-            )
-
-    def _emit(self, change: EntityChange) -> None:
-        """Hand a change to the feed; never blocks (see :mod:`trio_tradovate.feed`)."""
-        self._feed.push(change)
+    def _wake_delivery(self) -> None:
         self._feed_wake.set()
 
     async def _deliver(self) -> None:
@@ -287,30 +349,36 @@ class Engine:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return  # the consumer closed its end; the store keeps updating
 
-    def _malformed(self, error: RemoteProtocolError) -> None:
-        self.counters["malformed"] += 1
-        logger.warning("malformed server data skipped (%s); connection stays up", error)
-
     async def _supervise(self) -> None:
-        async with trio.open_nursery() as shared:
-            shared.start_soon(self._keeper.run)
-            shared.start_soon(self._deliver)
-            async with trio.open_nursery() as sockets:
-                for shard in self.shards:
-                    sockets.start_soon(self._run_shard, shard)
-            shared.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as shared:
+                shared.start_soon(self._keeper.run)
+                shared.start_soon(self._deliver)
+                shared.start_soon(self._penalty.run)
+                async with trio.open_nursery() as sockets:
+                    for shard in self.shards:
+                        sockets.start_soon(self._run_shard, shard)
+                shared.cancel_scope.cancel()
+        finally:
+            self._shut_down()
+
+    def _shut_down(self) -> None:
+        """The one shutdown, synchronous so it runs however the engine is left."""
         self._feed.ledger.save()
-        error = self._stop_error
+        error = self.stop_error
         self._pipeline.stop(EngineStopped(self.stop_reason or "stopped", error))
         self._events_send.close()
-        for watcher in self._watchers:
-            watcher.close()
+        for send, _ in self._watchers:
+            send.close()
+        self._watchers.clear()
+        if self._audit is not None:
+            self._audit.close()
 
-    async def _run_shard(self, shard: Shard) -> None:
+    async def _run_shard(self, shard: SocketSupervisor) -> None:
         await shard.run()
         if shard.stop_error is not None:
             # A policy stopped one socket (bad credentials, retry budget): the merged store
-            # would silently miss that shard's accounts, so the others stop with it.
+            # would silently miss that socket's accounts, so the others stop with it.
             for other in self.shards:
                 if other is not shard:
                     other.close(f"shard {shard.index} stopped: {shard.stop_reason}")

@@ -55,10 +55,14 @@ class Request(Job):
 
 
 class Outbound:
-    """One connection's view of the pipeline: request ids and the requests in flight on it."""
+    """One connection's view of the pipeline: request ids and the requests in flight on it.
 
-    def __init__(self) -> None:
-        self.ids: Iterator[int] = count(0)
+    ``ids`` is the socket's id sequence, shared with the session's own requests (authorize,
+    syncrequest), so no two requests of one socket ever carry the same id.
+    """
+
+    def __init__(self, ids: Iterator[int] | None = None) -> None:
+        self.ids: Iterator[int] = ids if ids is not None else count(0)
         self.in_flight: dict[int, Request] = {}
 
 
@@ -110,13 +114,9 @@ class RequestPipeline:
         self,
         outbound: Outbound,
         send: Callable[[str], Awaitable[None]],
-        live: trio.Event,
     ) -> None:
-        """Drain the scheduler onto one connection, from the moment it is live.
-
-        Nothing but ``authorize`` may precede authorization, so this waits for ``live``.
-        """
-        await live.wait()
+        """Drain the scheduler onto one connection. The supervisor starts this only once the
+        socket is live: nothing but ``authorize`` may precede authorization."""
         while True:
             request, wait = self.scheduler.next_job(trio.current_time())
             if request is None:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+import logging
+import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +37,8 @@ from typing import Any
 import orjson
 
 from .errors import ConfigError
+
+logger = logging.getLogger("trio_tradovate.requests")
 
 #: Added to every ``p-time`` wait (see ``auth.PENALTY_MARGIN``): early resends are penalised.
 PENALTY_MARGIN = 0.25
@@ -340,3 +344,22 @@ class RequestScheduler:
         if lockout_until > now:
             self.penalty.lockout_until = max(self.penalty.lockout_until, lockout_until)
             self.penalty.lockout_reason = reason
+
+
+#: The longest wait a server-supplied number may impose (``p-time``): longer is clamped.
+MAX_SERVER_WAIT = 3600.0
+
+
+def server_wait(value: Any, *, what: str) -> float:
+    """A wait the server asked for, as seconds in ``[0, MAX_SERVER_WAIT]``; never raises."""
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        seconds = math.nan
+    if not math.isfinite(seconds) and seconds != math.inf:
+        logger.warning("%s is not a number (%r): waiting 0 s", what, value)
+        return 0.0
+    clamped = min(max(seconds, 0.0), MAX_SERVER_WAIT)
+    if clamped != seconds:
+        logger.warning("%s of %r s clamped to %g s", what, value, clamped)
+    return clamped

@@ -1,37 +1,54 @@
-"""The connection statechart: one declared table, run by ``transitions``, drawn for auditors.
+"""The statecharts: declared, total tables, run by ``transitions``, drawn for auditors.
 
-Rule 1 (after h11's ``_state.py``): every transition the engine can make is a row of
-:data:`TRANSITIONS`. The runtime machine, the diagrams in ``statecharts/`` and the golden test
-that compares them are all built from this table, so what an auditor reads is what runs.
+Rule 1 (after h11's ``_state.py``): what the engine does with an event is looked up in a
+declared :class:`Table`, keyed by ``(node, trigger)``, and the table is **total**: every pair
+has an outcome, checked when the module is imported and again by a generated test. There are
+four kinds of outcome (:class:`Outcome`):
 
-Rule 2: only the supervisor task fires triggers (:meth:`Statechart.fire`). Child tasks report
-what they saw through a channel; they never change the state.
+``move``
+    a recorded transition to ``dest``; rows of one pair are tried in order and the first whose
+    guard holds is taken; the last row of a pair never has a guard, so a move always happens;
+``handle``
+    the event is dealt with in place (a ``props`` event applied to the store, an answer routed
+    to its caller): no state change and no record, because these are the hot path;
+``ignore``
+    nothing to do here (an ``h`` while backing off, a push this socket does not serve, an
+    answer nobody asked for): counted under ``ignored.<trigger>`` and logged at debug level;
+``malformed``
+    a well-behaved server never sends this here (a second ``o``, a snapshot nobody asked for):
+    counted as malformed and logged with the node, the connection stays up.
 
-Guards are named methods of the policy given to :class:`Statechart`; a trigger whose rows all
-fail their guards raises :class:`InvalidTransition` and leaves the state unchanged, as does a
-trigger the current state does not declare.
+Rule 2: only a socket's supervisor task fires its chart (:meth:`Statechart.fire`); child
+tasks report through channels. :meth:`Statechart.fire` never raises for an event: a trigger
+without a declared row cannot exist (import fails), and a move whose guards all fail cannot
+exist either (the last row is unguarded).
+
+Rule 3: hidden sub-states are declared nodes. ``syncing`` has three children (the
+syncrequest waiting for its rate budget, sent, collecting split parts); the public
+:class:`State` of a node is its parent. A penalty lockout is its own region
+(:data:`PENALTY_TABLE`), so its start and its end are both recorded.
+
+Guards are named by :class:`Guard` and answered by the chart's :class:`Policy` with the event
+that fired, so a guard reads both the event (was the refused token just minted?) and the
+socket's counters (how many attempts failed in a row?).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
-from transitions import EventData, Machine, MachineError
-
-from .errors import InvalidTransition
+from transitions import EventData, Machine
 
 logger = logging.getLogger("trio_tradovate.transitions")
-# transitions logs every callback at INFO on its own logger; our log is the one that matters.
-logging.getLogger("transitions").setLevel(logging.WARNING)
 
 
 class State(enum.Enum):
-    """Where one engine is in its connection lifecycle."""
+    """Where one socket is in its connection lifecycle (the public, top-level states)."""
 
     #: Created, not started yet.
     DISCONNECTED = "disconnected"
@@ -39,7 +56,8 @@ class State(enum.Enum):
     CONNECTING = "connecting"
     #: ``authorize`` sent, waiting for its answer.
     AUTHENTICATING = "authenticating"
-    #: ``user/syncrequest`` sent, waiting for the snapshot.
+    #: Authorized; the one ``user/syncrequest`` is waiting for its budget, sent, or its split
+    #: parts are arriving.
     SYNCING = "syncing"
     #: Snapshot applied; ``props`` events stream into the store.
     LIVE = "live"
@@ -49,77 +67,475 @@ class State(enum.Enum):
     STOPPED = "stopped"
 
 
-RUNNING_STATES = (State.CONNECTING, State.AUTHENTICATING, State.SYNCING, State.LIVE)
-NON_TERMINAL = (State.DISCONNECTED, *RUNNING_STATES, State.BACKOFF)
+class Node(enum.Enum):
+    """The states the connection table runs on: :class:`State` with ``syncing`` split into its
+    declared children (``syncing.paced``, ``syncing.sent``, ``syncing.collecting``)."""
+
+    #: Created, not started yet.
+    DISCONNECTED = "disconnected"
+    #: Token, TCP/TLS, websocket upgrade, then waiting for ``o`` (``connect_timeout``).
+    CONNECTING = "connecting"
+    #: ``authorize`` sent, waiting for its answer (``auth_timeout``).
+    AUTHENTICATING = "authenticating"
+    #: Authorized; the syncrequest waits for its rate budget (no phase timeout runs).
+    SYNC_PACED = "syncing.paced"
+    #: The syncrequest is sent, waiting for the snapshot (``sync_timeout``).
+    SYNC_SENT = "syncing.sent"
+    #: Split snapshot parts are arriving; complete after ``split_quiet`` without a new one.
+    SYNC_COLLECTING = "syncing.collecting"
+    #: Snapshot applied; ``props`` events stream into the store.
+    LIVE = "live"
+    #: The connection is gone; waiting a jittered delay before trying again.
+    BACKOFF = "backoff"
+    #: Terminal: closed by the application or stopped by policy.
+    STOPPED = "stopped"
+
+    @property
+    def state(self) -> State:
+        """The public state this node belongs to."""
+        return _PARENT[self]
+
+
+_PARENT = {node: State(node.value.split(".")[0]) for node in Node}
+
+
+class Trigger(enum.StrEnum):
+    """Every event a socket's supervisor can be told of (typed; equal to its string value)."""
+
+    START = "start"
+    OPENED = "opened"
+    AUTHORIZED = "authorized"
+    AUTH_REJECTED = "auth_rejected"
+    BUDGET_READY = "budget_ready"
+    SNAPSHOT = "snapshot"
+    SNAPSHOT_PART = "snapshot_part"
+    PARTS_COMPLETE = "parts_complete"
+    SYNC_REJECTED = "sync_rejected"
+    PROPS = "props"
+    ANSWER = "answer"
+    UNREQUESTED = "unrequested"
+    HEARTBEAT = "heartbeat"
+    PUSH = "push"
+    MALFORMED = "malformed"
+    CONNECT_FAILED = "connect_failed"
+    LOST = "lost"
+    SERVER_CLOSING = "server_closing"
+    SHUTDOWN = "shutdown"
+    TIMED_OUT = "timed_out"
+    RETRY = "retry"
+    FAIL = "fail"
+    CLOSE = "close"
+
+
+class PenaltyNode(enum.Enum):
+    """The penalty region: whether a captcha or 429 lockout is running (engine-wide)."""
+
+    #: Requests flow under the rate governor.
+    CLEAR = "clear"
+    #: Only cancellations and liquidations go out until the lockout ends.
+    LOCKED_OUT = "locked_out"
+
+
+class PenaltyTrigger(enum.StrEnum):
+    """Events of the penalty region."""
+
+    LOCKOUT_BEGAN = "lockout_began"
+    LOCKOUT_ENDED = "lockout_ended"
+
+
+class Outcome(enum.Enum):
+    """What a declared rule does with its event (see the module docstring)."""
+
+    MOVE = "move"
+    HANDLE = "handle"
+    IGNORE = "ignore"
+    MALFORMED = "malformed"
+
+
+class Guard(enum.StrEnum):
+    """Conditions a ``move`` row may ask the chart's :class:`Policy`."""
+
+    #: The configured number of consecutive failed attempts is used up.
+    RETRY_BUDGET_EXHAUSTED = "retry_budget_exhausted"
+    #: No new token can help: none can be minted (caller-given token), or a just-minted
+    #: token was refused twice in a row.
+    TOKEN_HOPELESS = "token_hopeless"
+    #: The syncrequest's rate budget allows sending it now.
+    SYNC_BUDGET_FREE = "sync_budget_free"
+
+
+class Action(enum.StrEnum):
+    """What the supervisor does for a rule, named in the table so the diagrams show it."""
+
+    SEND_AUTHORIZE = "send_authorize"
+    SEND_SYNC = "send_sync"
+    COLLECT_PART = "collect_part"
+    GO_LIVE = "go_live"
+    APPLY_PROPS = "apply_props"
+    BUFFER_PROPS = "buffer_props"
+    APPLY_LATE_PART = "apply_late_part"
+    ROUTE_ANSWER = "route_answer"
+    COUNT_HEARTBEAT = "count_heartbeat"
+    END_CONNECTION = "end_connection"
+    REJECT_TOKEN = "reject_token"
+
+
+N = TypeVar("N", bound=enum.Enum)
+T = TypeVar("T", bound=enum.StrEnum)
 
 
 @dataclass(frozen=True)
-class Transition:
-    """One declared row: ``trigger`` moves ``source`` to ``dest`` when ``guard`` holds."""
+class Rule(Generic[N, T]):
+    """One declared row: ``trigger`` in any of ``source`` has ``outcome``."""
 
-    trigger: str
-    source: tuple[State, ...]
-    dest: State
-    guard: str | None = None
+    trigger: T
+    source: tuple[N, ...]
+    outcome: Outcome
+    dest: N | None = None
+    guard: Guard | None = None
+    action: Action | None = None
     doc: str = ""
 
+    def __post_init__(self) -> None:
+        if (self.outcome is Outcome.MOVE) != (self.dest is not None):
+            raise ValueError(f"{self}: a move names its dest, and only a move does")
 
-#: The whole statechart. Rows with the same trigger are tried in order; the first whose
-#: guard holds is taken.
-TRANSITIONS: tuple[Transition, ...] = (
-    Transition("start", (State.DISCONNECTED,), State.CONNECTING, doc="application opened"),
-    Transition("opened", (State.CONNECTING,), State.AUTHENTICATING, doc="'o' received"),
-    Transition("authorized", (State.AUTHENTICATING,), State.SYNCING, doc="authorize: s=200"),
-    Transition("synced", (State.SYNCING,), State.LIVE, doc="snapshot applied"),
-    Transition(
-        "connect_failed",
-        (State.CONNECTING,),
-        State.STOPPED,
-        guard="retry_budget_exhausted",
-        doc="no attempts left",
+
+class Table(Generic[N, T]):
+    """A total table over ``nodes`` x ``triggers`` (checked here, at import)."""
+
+    def __init__(
+        self,
+        name: str,
+        nodes: Iterable[N],
+        triggers: Iterable[T],
+        initial: N,
+        terminal: Sequence[N],
+        rules: Sequence[Rule[N, T]],
+    ) -> None:
+        self.name = name
+        self.nodes: tuple[N, ...] = tuple(nodes)
+        self.triggers: tuple[T, ...] = tuple(triggers)
+        self.initial = initial
+        self.terminal = tuple(terminal)
+        self.rules = tuple(rules)
+        cells: dict[tuple[N, T], list[Rule[N, T]]] = {}
+        for rule in self.rules:
+            for source in rule.source:
+                cells.setdefault((source, rule.trigger), []).append(rule)
+        missing = [(n, t) for n in self.nodes for t in self.triggers if (n, t) not in cells]
+        if missing:
+            raise ValueError(f"{name} table is not total; undeclared: {missing[:5]}")
+        for (node, trigger), found in cells.items():
+            kinds = {rule.outcome for rule in found}
+            if len(found) > 1 and kinds != {Outcome.MOVE}:
+                raise ValueError(f"{name}: ({node}, {trigger}) mixes outcomes {kinds}")
+            if found[-1].guard is not None:
+                raise ValueError(f"{name}: ({node}, {trigger}) ends on a guarded row")
+        #: ``(node, trigger) -> rules``, tried in order.
+        self.cells: Mapping[tuple[N, T], tuple[Rule[N, T], ...]] = {
+            key: tuple(value) for key, value in cells.items()
+        }
+
+    def rules_for(self, node: N, trigger: T) -> tuple[Rule[N, T], ...]:
+        """The declared rules of one pair (never empty)."""
+        return self.cells[(node, trigger)]
+
+    def moves(self) -> list[Rule[N, T]]:
+        """The ``move`` rows, in table order."""
+        return [rule for rule in self.rules if rule.outcome is Outcome.MOVE]
+
+
+def _rules(
+    trigger: T,
+    cases: Iterable[tuple[Iterable[N], Outcome, Action | None, str]],
+) -> list[Rule[N, T]]:
+    return [
+        Rule(trigger, tuple(nodes), outcome, action=action, doc=doc)
+        for nodes, outcome, action, doc in cases
+    ]
+
+
+def _move(
+    trigger: T,
+    source: Iterable[N],
+    dest: N,
+    doc: str,
+    *,
+    guard: Guard | None = None,
+    action: Action | None = None,
+) -> Rule[N, T]:
+    return Rule(trigger, tuple(source), Outcome.MOVE, dest, guard, action, doc)
+
+
+# --- the connection table ---------------------------------------------------------------------
+
+_SYNCING = (Node.SYNC_PACED, Node.SYNC_SENT, Node.SYNC_COLLECTING)
+#: Nodes with an open websocket (or one being opened).
+CONNECTED = (Node.CONNECTING, Node.AUTHENTICATING, *_SYNCING, Node.LIVE)
+#: Nodes with no connection at all: whatever a connection said is stale here.
+UNCONNECTED = (Node.DISCONNECTED, Node.BACKOFF, Node.STOPPED)
+NON_TERMINAL = tuple(node for node in Node if node is not Node.STOPPED)
+_AFTER_OPEN = (Node.AUTHENTICATING, *_SYNCING, Node.LIVE)
+
+IGNORE, HANDLE, MALFORMED = Outcome.IGNORE, Outcome.HANDLE, Outcome.MALFORMED
+
+
+def _others(*nodes: Node) -> tuple[Node, ...]:
+    return tuple(node for node in Node if node not in nodes)
+
+
+def _ending(
+    trigger: Trigger,
+    source: Sequence[Node],
+    doc: str,
+    action: Action = Action.END_CONNECTION,
+) -> list[Rule[Node, Trigger]]:
+    """A connection ended: stop when the retry budget is used up, else back off."""
+    return [
+        _move(
+            trigger,
+            source,
+            Node.STOPPED,
+            "no attempts left",
+            guard=Guard.RETRY_BUDGET_EXHAUSTED,
+            action=action,
+        ),
+        _move(trigger, source, Node.BACKOFF, doc, action=action),
+        *_rules(trigger, [(_others(*source), IGNORE, None, "no connection of this node to end")]),
+    ]
+
+
+_CONNECTION_RULES: list[Rule[Node, Trigger]] = [
+    _move(Trigger.START, [Node.DISCONNECTED], Node.CONNECTING, "application opened"),
+    *_rules(Trigger.START, [(_others(Node.DISCONNECTED), IGNORE, None, "already started")]),
+    _move(
+        Trigger.OPENED,
+        [Node.CONNECTING],
+        Node.AUTHENTICATING,
+        "'o' received",
+        action=Action.SEND_AUTHORIZE,
     ),
-    Transition(
-        "connect_failed", (State.CONNECTING,), State.BACKOFF, doc="DNS, TLS, refused, timeout"
+    *_rules(
+        Trigger.OPENED,
+        [(_AFTER_OPEN, MALFORMED, None, "a second 'o'"), (UNCONNECTED, IGNORE, None, "stale")],
     ),
-    Transition(
-        "lost",
-        (State.AUTHENTICATING, State.SYNCING, State.LIVE),
-        State.STOPPED,
-        guard="retry_budget_exhausted",
-        doc="no attempts left",
+    _move(
+        Trigger.AUTHORIZED,
+        [Node.AUTHENTICATING],
+        Node.SYNC_SENT,
+        "authorize s=200, budget free",
+        guard=Guard.SYNC_BUDGET_FREE,
+        action=Action.SEND_SYNC,
     ),
-    Transition(
-        "lost",
-        (State.AUTHENTICATING, State.SYNCING, State.LIVE),
-        State.BACKOFF,
-        doc="drop, close, stall, shutdown, rejected or timed-out phase",
+    _move(
+        Trigger.AUTHORIZED,
+        [Node.AUTHENTICATING],
+        Node.SYNC_PACED,
+        "authorize s=200; the syncrequest waits for its rate budget",
     ),
-    Transition("retry", (State.BACKOFF,), State.CONNECTING, doc="backoff delay elapsed"),
-    Transition(
-        "penalized",
-        (State.LIVE,),
-        State.LIVE,
-        doc="captcha or 429: lockout, only cancellations go out",
+    *_rules(
+        Trigger.AUTHORIZED,
+        [
+            (_others(Node.AUTHENTICATING, *UNCONNECTED), MALFORMED, None, "authorize not awaited"),
+            (UNCONNECTED, IGNORE, None, "stale"),
+        ],
     ),
-    Transition("fail", NON_TERMINAL, State.STOPPED, doc="unrecoverable: e.g. bad credentials"),
-    Transition("close", NON_TERMINAL, State.STOPPED, doc="application closed the engine"),
+    _move(
+        Trigger.AUTH_REJECTED,
+        [Node.AUTHENTICATING],
+        Node.STOPPED,
+        "no token could help",
+        guard=Guard.TOKEN_HOPELESS,
+        action=Action.REJECT_TOKEN,
+    ),
+    *_ending(
+        Trigger.AUTH_REJECTED,
+        [Node.AUTHENTICATING],
+        "token refused: get another",
+        Action.REJECT_TOKEN,
+    ),
+    _move(
+        Trigger.BUDGET_READY,
+        [Node.SYNC_PACED],
+        Node.SYNC_SENT,
+        "rate budget free",
+        action=Action.SEND_SYNC,
+    ),
+    *_rules(Trigger.BUDGET_READY, [(_others(Node.SYNC_PACED), IGNORE, None, "nothing paced")]),
+    _move(
+        Trigger.SNAPSHOT,
+        [Node.SYNC_SENT],
+        Node.LIVE,
+        "snapshot applied with the events that raced it",
+        action=Action.GO_LIVE,
+    ),
+    *_rules(
+        Trigger.SNAPSHOT,
+        [
+            (_others(Node.SYNC_SENT, *UNCONNECTED), MALFORMED, None, "no snapshot awaited"),
+            (UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    _move(
+        Trigger.SNAPSHOT_PART,
+        [Node.SYNC_SENT],
+        Node.SYNC_COLLECTING,
+        "first split part",
+        action=Action.COLLECT_PART,
+    ),
+    *_rules(
+        Trigger.SNAPSHOT_PART,
+        [
+            ([Node.SYNC_COLLECTING], HANDLE, Action.COLLECT_PART, "another part"),
+            (
+                [Node.LIVE],
+                HANDLE,
+                Action.APPLY_LATE_PART,
+                "a part after the quiet period: upserted",
+            ),
+            (
+                [Node.CONNECTING, Node.AUTHENTICATING, Node.SYNC_PACED],
+                MALFORMED,
+                None,
+                "no snapshot awaited",
+            ),
+            (UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    _move(
+        Trigger.PARTS_COMPLETE,
+        [Node.SYNC_COLLECTING],
+        Node.LIVE,
+        "split_quiet passed without a part: snapshot assembled and applied",
+        action=Action.GO_LIVE,
+    ),
+    *_rules(Trigger.PARTS_COMPLETE, [(_others(Node.SYNC_COLLECTING), IGNORE, None, "no parts")]),
+    *_ending(
+        Trigger.SYNC_REJECTED,
+        [Node.SYNC_SENT, Node.SYNC_COLLECTING],
+        "syncrequest refused, penalised or rate limited",
+    ),
+    *_rules(
+        Trigger.PROPS,
+        [
+            ([Node.LIVE], HANDLE, Action.APPLY_PROPS, "applied to the store"),
+            (
+                [Node.SYNC_SENT, Node.SYNC_COLLECTING],
+                HANDLE,
+                Action.BUFFER_PROPS,
+                "races the snapshot: kept, coalesced per entity",
+            ),
+            (
+                [Node.CONNECTING, Node.AUTHENTICATING, Node.SYNC_PACED, *UNCONNECTED],
+                IGNORE,
+                None,
+                "before any syncrequest: nobody asked for it",
+            ),
+        ],
+    ),
+    *_rules(
+        Trigger.ANSWER,
+        [
+            ([Node.LIVE], HANDLE, Action.ROUTE_ANSWER, "to the request that waits for it"),
+            (_others(Node.LIVE), IGNORE, None, "no application request is out"),
+        ],
+    ),
+    *_rules(Trigger.UNREQUESTED, [(tuple(Node), IGNORE, None, "duplicate or unknown answer")]),
+    *_rules(
+        Trigger.HEARTBEAT,
+        [
+            (CONNECTED, HANDLE, Action.COUNT_HEARTBEAT, "the server is alive"),
+            (UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    *_rules(Trigger.PUSH, [(tuple(Node), IGNORE, None, "md, chart, clock or unknown kinds")]),
+    *_rules(
+        Trigger.MALFORMED,
+        [(CONNECTED, MALFORMED, None, "skipped"), (UNCONNECTED, IGNORE, None, "stale")],
+    ),
+    *_ending(Trigger.CONNECT_FAILED, [Node.CONNECTING], "DNS, TLS, refused, rejected upgrade"),
+    *_ending(Trigger.LOST, CONNECTED, "drop, close, stall or protocol error"),
+    *_ending(Trigger.SERVER_CLOSING, CONNECTED, "a c[code, reason] frame"),
+    *_ending(Trigger.SHUTDOWN, CONNECTED, "a shutdown event: wait by its reasonCode"),
+    *_ending(
+        Trigger.TIMED_OUT,
+        [Node.CONNECTING, Node.AUTHENTICATING, Node.SYNC_SENT],
+        "no 'o', no authorize answer or no snapshot in time",
+    ),
+    _move(Trigger.RETRY, [Node.BACKOFF], Node.CONNECTING, "backoff delay elapsed"),
+    *_rules(Trigger.RETRY, [(_others(Node.BACKOFF), IGNORE, None, "not backing off")]),
+    _move(
+        Trigger.FAIL,
+        NON_TERMINAL,
+        Node.STOPPED,
+        "unrecoverable: e.g. bad credentials",
+        action=Action.END_CONNECTION,
+    ),
+    *_rules(Trigger.FAIL, [([Node.STOPPED], IGNORE, None, "already stopped")]),
+    _move(
+        Trigger.CLOSE,
+        NON_TERMINAL,
+        Node.STOPPED,
+        "application closed the engine",
+        action=Action.END_CONNECTION,
+    ),
+    *_rules(Trigger.CLOSE, [([Node.STOPPED], IGNORE, None, "already stopped")]),
+]
+
+#: The connection table every socket runs.
+CONNECTION_TABLE: Table[Node, Trigger] = Table(
+    "connection", Node, Trigger, Node.DISCONNECTED, [Node.STOPPED], _CONNECTION_RULES
 )
+
+#: The penalty region, one per engine (Tradovate's lockouts are per user, P-RL).
+PENALTY_TABLE: Table[PenaltyNode, PenaltyTrigger] = Table(
+    "penalty",
+    PenaltyNode,
+    PenaltyTrigger,
+    PenaltyNode.CLEAR,
+    [],
+    [
+        _move(
+            PenaltyTrigger.LOCKOUT_BEGAN,
+            [PenaltyNode.CLEAR],
+            PenaltyNode.LOCKED_OUT,
+            "captcha or 429: only cancellations and liquidations go out",
+        ),
+        *_rules(
+            PenaltyTrigger.LOCKOUT_BEGAN,
+            [([PenaltyNode.LOCKED_OUT], HANDLE, None, "another one: the lockout is extended")],
+        ),
+        _move(
+            PenaltyTrigger.LOCKOUT_ENDED,
+            [PenaltyNode.LOCKED_OUT],
+            PenaltyNode.CLEAR,
+            "the lockout time is over",
+        ),
+        *_rules(
+            PenaltyTrigger.LOCKOUT_ENDED, [([PenaltyNode.CLEAR], IGNORE, None, "none running")]
+        ),
+    ],
+)
+
+#: Kept for readers of the old name: the recorded transitions of the connection table.
+TRANSITIONS = tuple(CONNECTION_TABLE.moves())
 
 
 class Policy(Protocol):
-    """What the guards of :data:`TRANSITIONS` ask."""
+    """Answers the guards of a table, given the event that fired."""
 
-    def retry_budget_exhausted(self) -> bool: ...
-
-
-class _NoBudget:
-    def retry_budget_exhausted(self) -> bool:
-        return False
+    def check(self, guard: Guard, event: object) -> bool: ...
 
 
-@dataclass(frozen=True)
+class _NoPolicy:
+    def check(self, guard: Guard, event: object) -> bool:
+        return guard is Guard.SYNC_BUDGET_FREE
+
+
+@dataclass(frozen=True, slots=True)
 class TransitionRecord:
-    """One transition as it happened, for the audit log and for consumers."""
+    """One recorded transition, for the audit log and for consumers."""
 
     seq: int
     time: float
@@ -130,96 +546,168 @@ class TransitionRecord:
     generation: int
     #: Which socket of a sharded engine (0 for an engine with one socket).
     shard: int = 0
+    #: The table's nodes (``syncing.sent`` where ``source`` says ``syncing``).
+    source_node: str = ""
+    dest_node: str = ""
+    #: ``connection`` or ``penalty``.
+    region: str = "connection"
+    #: UTC wall-clock time (ISO 8601), to line the record up with other logs.
+    wall_time: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form (states by value)."""
         return {
             "seq": self.seq,
             "time": self.time,
+            "wall_time": self.wall_time,
+            "region": self.region,
             "trigger": self.trigger,
             "source": self.source.value,
             "dest": self.dest.value,
+            "source_node": self.source_node,
+            "dest_node": self.dest_node,
             "reason": self.reason,
             "generation": self.generation,
             "shard": self.shard,
         }
 
 
-class Statechart:
-    """The declared table running in a plain synchronous ``transitions.Machine``.
+@dataclass(frozen=True, slots=True)
+class Fired(Generic[N]):
+    """What :meth:`Statechart.fire` did: the rule taken, and the record if it moved."""
 
-    ``clock`` gives the time stamped on records (the engine passes ``trio.current_time``, so
-    records are reproducible under a ``MockClock``). ``on_record`` is called with each new
-    record after the state changed.
+    rule: Rule[Any, Any]
+    record: TransitionRecord | None
+
+    @property
+    def outcome(self) -> Outcome:
+        return self.rule.outcome
+
+    @property
+    def action(self) -> Action | None:
+        return self.rule.action
+
+
+class Statechart(Generic[N, T]):
+    """One table running in a plain synchronous ``transitions.Machine``.
+
+    ``clock`` stamps records (the engine passes ``trio.current_time`` so records replay under a
+    ``MockClock``); ``wall_clock`` gives the ISO wall-clock stamp; ``on_record`` gets each new
+    record after the state changed; ``on_count`` gets the counter name of every ``ignore``
+    and ``malformed`` outcome.
     """
-
-    state: State  # maintained by transitions
 
     def __init__(
         self,
+        table: Table[N, T],
         *,
         clock: Callable[[], float],
         policy: Policy | None = None,
         on_record: Callable[[TransitionRecord], None] | None = None,
+        on_count: Callable[[str], None] | None = None,
+        wall_clock: Callable[[], str] | None = None,
         shard: int = 0,
+        state_of: Callable[[N], State] | None = None,
     ) -> None:
+        self.table = table
         self._clock = clock
+        self._wall_clock = wall_clock
         self._shard = shard
-        self._policy = policy or _NoBudget()
+        self._policy: Policy = policy or _NoPolicy()
         self._on_record = on_record
-        self.records: list[TransitionRecord] = []
+        self._on_count = on_count
+        self._state_of = state_of
+        self._seq = 0
+        self.node: N = table.initial
+        self._pending: tuple[str, int, object] = ("", 0, None)
+        self._last: TransitionRecord | None = None
         self._machine = Machine(
             model=self,
-            states=State,
-            transitions=[_as_machine_row(row) for row in TRANSITIONS],
-            initial=State.DISCONNECTED,
+            states=list(table.nodes),
+            initial=table.initial,
+            model_attribute="node",
             auto_transitions=False,
             send_event=True,
             ignore_invalid_triggers=False,
             after_state_change="_record",
         )
+        for index, rule in enumerate(table.moves()):
+            # One machine trigger per row: the guards were already read by :meth:`fire`,
+            # which picks the row, so the machine only moves and records.
+            self._machine.add_transition(
+                trigger=_machine_trigger(index), source=list(rule.source), dest=rule.dest
+            )
+        self._move_index = {id(rule): index for index, rule in enumerate(table.moves())}
 
-    # Guards, looked up by name from the table.
-    def retry_budget_exhausted(self, event: EventData) -> bool:
-        return self._policy.retry_budget_exhausted()
+    def fire(
+        self, trigger: T, *, reason: str = "", generation: int = 0, event: object = None
+    ) -> Fired[N]:
+        """Apply ``trigger`` as the table declares; never raises for a declared trigger.
 
-    def fire(self, trigger: str, *, reason: str, generation: int = 0) -> TransitionRecord:
-        """Apply ``trigger``; return the new record.
-
-        Raises:
-            InvalidTransition: the current state declares no row for ``trigger`` whose guard
-                holds. The state is unchanged.
+        ``event`` is handed to the guards. For ``ignore`` and ``malformed`` outcomes the
+        counter ``ignored.<trigger>`` or ``malformed`` is reported to ``on_count``.
         """
-        event = self._machine.events.get(trigger)
-        try:
-            moved = event is not None and event.trigger(self, reason=reason, generation=generation)
-        except MachineError:
-            moved = False
-        if not moved:
-            raise InvalidTransition(trigger, self.state.value)
-        return self.records[-1]
+        rules = self.table.cells[(self.node, trigger)]
+        first = rules[0]
+        if first.outcome is not Outcome.MOVE:
+            if first.outcome is Outcome.IGNORE and self._on_count is not None:
+                self._on_count(f"ignored.{trigger}")
+            elif first.outcome is Outcome.MALFORMED:
+                if self._on_count is not None:
+                    self._on_count("malformed")
+                logger.warning(
+                    "%s in %s: a well-behaved server never sends this here (%s); skipped",
+                    trigger,
+                    self.node.value,
+                    reason,
+                )
+            return Fired(first, None)
+        for rule in rules:
+            if rule.guard is not None and not self._policy.check(rule.guard, event):
+                continue
+            self._pending = (reason, generation, trigger)
+            getattr(self, _machine_trigger(self._move_index[id(rule)]))()
+            return Fired(rule, self._last)
+        raise AssertionError("unreachable: the last row of a pair has no guard")  # pragma: no cover
 
-    def allowed_triggers(self) -> list[str]:
-        """The triggers the current state declares."""
-        return sorted({row.trigger for row in TRANSITIONS if self.state in row.source})
+    def outcome_of(self, trigger: T) -> Outcome:
+        """The outcome ``trigger`` would have now (without firing it)."""
+        return self.table.cells[(self.node, trigger)][0].outcome
+
+    def allowed_triggers(self) -> list[T]:
+        """The triggers that would move from the current node."""
+        return [
+            trigger
+            for trigger in self.table.triggers
+            if self.table.cells[(self.node, trigger)][0].outcome is Outcome.MOVE
+        ]
 
     def _record(self, event: EventData) -> None:
         source = event.transition.source if event.transition else None
+        by_name = {node.name: node for node in self.table.nodes}
+        source_node = by_name.get(source, self.node) if isinstance(source, str) else self.node
+        reason, generation, trigger = self._pending
+        self._seq += 1
+        state_of = self._state_of
         record = TransitionRecord(
-            seq=len(self.records) + 1,
+            seq=self._seq,
             time=self._clock(),
-            trigger=event.event.name if event.event else "?",
-            source=State[source] if isinstance(source, str) else self.state,
-            dest=self.state,
-            reason=str(event.kwargs.get("reason", "")),
-            generation=int(event.kwargs.get("generation", 0)),
+            trigger=str(trigger),
+            source=state_of(source_node) if state_of else _as_state(source_node),
+            dest=state_of(self.node) if state_of else _as_state(self.node),
+            reason=reason,
+            generation=generation,
             shard=self._shard,
+            source_node=str(source_node.value),
+            dest_node=str(self.node.value),
+            region=self.table.name,
+            wall_time=self._wall_clock() if self._wall_clock else "",
         )
-        self.records.append(record)
+        self._last = record
         logger.info(
             "%s -> %s on %s (generation %d): %s",
-            record.source.value,
-            record.dest.value,
+            record.source_node,
+            record.dest_node,
             record.trigger,
             record.generation,
             record.reason,
@@ -229,120 +717,206 @@ class Statechart:
             self._on_record(record)
 
 
-def _as_machine_row(row: Transition) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "trigger": row.trigger,
-        "source": list(row.source),
-        "dest": row.dest,
-    }
-    if row.guard:
-        spec["conditions"] = row.guard
-    return spec
+def _as_state(node: enum.Enum) -> State:
+    if isinstance(node, Node):
+        return node.state
+    raise TypeError(f"{node!r} has no connection state; pass state_of")
+
+
+def _machine_trigger(index: int) -> str:
+    return f"_move_{index}"
 
 
 # ---------------------------------------------------------------------------------------------
-# Diagrams, generated from TRANSITIONS only (never from a running machine, so they are stable).
+# Diagrams, generated from the tables only (never from a running machine, so they are stable).
 
 
-def _edges(rows: Sequence[Transition]) -> list[tuple[State, State, str]]:
-    edges = []
-    for row in rows:
-        label = row.trigger + (f" [{row.guard}]" if row.guard else "")
-        for source in row.source:
-            edges.append((source, row.dest, label))
-    return edges
+def _label(rule: Rule[Any, Any]) -> str:
+    label = str(rule.trigger)
+    if rule.guard:
+        label += f" [{rule.guard}]"
+    if rule.action:
+        label += f" / {rule.action}"
+    return label
 
 
-def to_mermaid() -> str:
-    """The statechart as a Mermaid ``stateDiagram-v2``."""
-    lines = ["stateDiagram-v2", f"    [*] --> {State.DISCONNECTED.name}"]
-    for source, dest, label in _edges(TRANSITIONS):
-        lines.append(f"    {source.name} --> {dest.name}: {label}")
-    lines.append(f"    {State.STOPPED.name} --> [*]")
+def _node_id(node: enum.Enum | None) -> str:
+    assert node is not None  # moves always name their dest
+    return node.name
+
+
+def to_mermaid(table: Table[Any, Any] = CONNECTION_TABLE) -> str:
+    """A table's moves as a Mermaid ``stateDiagram-v2`` (``syncing`` drawn as a composite)."""
+    lines = ["stateDiagram-v2", f"    [*] --> {_node_id(table.initial)}"]
+    if table is CONNECTION_TABLE:
+        lines.append("    state SYNCING {")
+        for node in _SYNCING:
+            lines.append(f"        {node.name}: {node.value}")
+        lines.append("    }")
+    for rule in table.moves():
+        for source in rule.source:
+            lines.append(f"    {_node_id(source)} --> {_node_id(rule.dest)}: {_label(rule)}")
+    for node in table.terminal:
+        lines.append(f"    {_node_id(node)} --> [*]")
     return "\n".join(lines) + "\n"
 
 
-def to_dot() -> str:
-    """The statechart as Graphviz ``dot`` source (no graphviz install needed to produce it)."""
+def to_dot(table: Table[Any, Any] = CONNECTION_TABLE) -> str:
+    """A table's moves as Graphviz ``dot`` source (no graphviz install needed to produce it)."""
     lines = [
-        "digraph connection {",
+        f"digraph {table.name} {{",
         "    rankdir=LR;",
         '    node [shape=box, style=rounded, fontname="Helvetica"];',
         '    edge [fontname="Helvetica", fontsize=10];',
         '    __start [shape=point, label=""];',
     ]
-    for state in State:
-        shape = ", peripheries=2" if state is State.STOPPED else ""
-        lines.append(f'    {state.name} [label="{state.value}"{shape}];')
-    lines.append(f"    __start -> {State.DISCONNECTED.name};")
-    for source, dest, label in _edges(TRANSITIONS):
-        lines.append(f'    {source.name} -> {dest.name} [label="{label}"];')
+    if table is CONNECTION_TABLE:
+        lines.append('    subgraph cluster_syncing { label="syncing";')
+        for node in _SYNCING:
+            lines.append(f'        {node.name} [label="{node.value}"];')
+        lines.append("    }")
+    for node in table.nodes:
+        if table is CONNECTION_TABLE and node in _SYNCING:
+            continue
+        shape = ", peripheries=2" if node in table.terminal else ""
+        lines.append(f'    {node.name} [label="{node.value}"{shape}];')
+    lines.append(f"    __start -> {_node_id(table.initial)};")
+    for rule in table.moves():
+        for source in rule.source:
+            lines.append(
+                f'    {_node_id(source)} -> {_node_id(rule.dest)} [label="{_label(rule)}"];'
+            )
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def to_json() -> str:
-    """The table as JSON: states, initial state and every row with its guard."""
+def to_json(table: Table[Any, Any] = CONNECTION_TABLE) -> str:
+    """The whole table as JSON: nodes, initial, terminal, and every rule of every outcome."""
     document = {
-        "initial": State.DISCONNECTED.value,
-        "terminal": [State.STOPPED.value],
-        "states": [state.value for state in State],
-        "transitions": [
+        "name": table.name,
+        "initial": table.initial.value,
+        "terminal": [node.value for node in table.terminal],
+        "nodes": [node.value for node in table.nodes],
+        "triggers": [str(trigger) for trigger in table.triggers],
+        "rules": [
             {
-                "trigger": row.trigger,
-                "source": [s.value for s in row.source],
-                "dest": row.dest.value,
-                "guard": row.guard,
-                "doc": row.doc,
+                "trigger": str(rule.trigger),
+                "source": [node.value for node in rule.source],
+                "outcome": rule.outcome.value,
+                "dest": rule.dest.value if rule.dest is not None else None,
+                "guard": rule.guard,
+                "action": rule.action,
+                "doc": rule.doc,
             }
-            for row in TRANSITIONS
+            for rule in table.rules
         ],
     }
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
-def to_markdown() -> str:
-    """``statecharts/README.md``: the transition table in prose-friendly form."""
+_CELL = {Outcome.HANDLE: "handle", Outcome.IGNORE: "ignore", Outcome.MALFORMED: "malformed"}
+
+
+def matrix(table: Table[Any, Any]) -> list[str]:
+    """The node x trigger matrix as Markdown rows: every pair and its declared outcome."""
+    nodes = list(table.nodes)
     lines = [
-        "# Connection statechart",
-        "",
-        "Generated by `make diagrams` from `trio_tradovate.statechart.TRANSITIONS`, the table the",
-        "engine runs. Do not edit: a test regenerates these files and fails on any difference.",
-        "",
-        "Files: `connection.mmd` (Mermaid), `connection.dot` (Graphviz), `connection.json`.",
-        "",
-        "## States",
-        "",
-        "| state | meaning |",
-        "|---|---|",
+        "| trigger | " + " | ".join(f"`{node.value}`" for node in nodes) + " |",
+        "|---|" + "---|" * len(nodes),
     ]
-    docs = _state_docs()
-    for state in State:
-        lines.append(f"| `{state.value}` | {docs.get(state.name, '')} |")
+    for trigger in table.triggers:
+        cells = []
+        for node in nodes:
+            rules = table.cells[(node, trigger)]
+            if rules[0].outcome is Outcome.MOVE:
+                cells.append(
+                    " / ".join(
+                        f"{rule.dest.value}" + (f" [{rule.guard}]" if rule.guard else "")
+                        for rule in rules
+                        if rule.dest is not None
+                    )
+                )
+            else:
+                cells.append(_CELL[rules[0].outcome])
+        lines.append(f"| `{trigger}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def to_markdown() -> str:
+    """``statecharts/README.md``: both tables, their matrices and the diagrams."""
+    lines = [
+        "# Statecharts",
+        "",
+        "Generated by `make diagrams` from `trio_tradovate.statechart` (`CONNECTION_TABLE`,",
+        "`PENALTY_TABLE`), the tables the engine runs. Do not edit: a test regenerates these",
+        "files and fails on any difference.",
+        "",
+        "Files: `connection.mmd`, `connection.dot`, `connection.json` and `penalty.mmd`,",
+        "`penalty.json`. Outcomes: a state name is a recorded move (rows of a cell are tried in",
+        "order, the first whose guard holds is taken); `handle` is dealt with in place (no",
+        "record); `ignore` is counted as `ignored.<trigger>`; `malformed` is counted as",
+        "malformed input and logged. The connection stays up for all three.",
+        "",
+        "## Connection nodes",
+        "",
+        "| node | state | meaning |",
+        "|---|---|---|",
+    ]
+    docs = _member_docs(Node)
+    for node in Node:
+        lines.append(f"| `{node.value}` | `{node.state.value}` | {docs.get(node.name, '')} |")
     lines += [
         "",
-        "## Transitions",
+        "## Connection: every node x trigger",
         "",
-        "Rows with the same trigger are tried in order; the first whose guard holds is taken.",
+        *matrix(CONNECTION_TABLE),
         "",
-        "| trigger | from | to | guard | when |",
-        "|---|---|---|---|---|",
+        "## Connection: moves",
+        "",
+        "| trigger | from | to | guard | action | when |",
+        "|---|---|---|---|---|---|",
     ]
-    for row in TRANSITIONS:
-        sources = ", ".join(f"`{s.value}`" for s in row.source)
-        guard = f"`{row.guard}`" if row.guard else ""
-        lines.append(f"| `{row.trigger}` | {sources} | `{row.dest.value}` | {guard} | {row.doc} |")
-    lines += ["", "```mermaid", to_mermaid().rstrip("\n"), "```", ""]
+    for rule in CONNECTION_TABLE.moves():
+        lines.append(_move_row(rule))
+    lines += [
+        "",
+        "```mermaid",
+        to_mermaid().rstrip("\n"),
+        "```",
+        "",
+        "## Penalty region (one per engine)",
+        "",
+        *matrix(PENALTY_TABLE),
+        "",
+        "| trigger | from | to | guard | action | when |",
+        "|---|---|---|---|---|---|",
+        *[_move_row(rule) for rule in PENALTY_TABLE.moves()],
+        "",
+        "```mermaid",
+        to_mermaid(PENALTY_TABLE).rstrip("\n"),
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def _state_docs() -> dict[str, str]:
-    """State descriptions, read from the ``#:`` comments above each member (one source)."""
+def _move_row(rule: Rule[Any, Any]) -> str:
+    sources = ", ".join(f"`{s.value}`" for s in rule.source)
+    guard = f"`{rule.guard}`" if rule.guard else ""
+    action = f"`{rule.action}`" if rule.action else ""
+    assert rule.dest is not None
+    return (
+        f"| `{rule.trigger}` | {sources} | `{rule.dest.value}` | {guard} | {action} | {rule.doc} |"
+    )
+
+
+def _member_docs(kind: type[enum.Enum]) -> dict[str, str]:
+    """Member descriptions, read from the ``#:`` comments above each member (one source)."""
     import inspect
 
     docs: dict[str, str] = {}
     pending: list[str] = []
-    for line in inspect.getsource(State).splitlines():
+    for line in inspect.getsource(kind).splitlines():
         stripped = line.strip()
         if stripped.startswith("#:"):
             pending.append(stripped[2:].strip())
@@ -356,5 +930,7 @@ DIAGRAM_FILES: dict[str, Callable[[], str]] = {
     "connection.mmd": to_mermaid,
     "connection.dot": to_dot,
     "connection.json": to_json,
+    "penalty.mmd": lambda: to_mermaid(PENALTY_TABLE),
+    "penalty.json": lambda: to_json(PENALTY_TABLE),
     "README.md": to_markdown,
 }

@@ -11,9 +11,13 @@ close or a drop, and lets TLS and DNS failures surface as themselves instead of 
 from __future__ import annotations
 
 import ssl
-from typing import Protocol
+from contextlib import suppress
+from typing import Protocol, cast
 
 import trio
+import trio_websocket
+
+from .errors import ClosedByServer
 
 
 class Connector(Protocol):
@@ -48,3 +52,83 @@ class TcpConnector:
             await trio.aclose_forcefully(stream)
             raise
         return secure
+
+
+class WebSocketLink:
+    """One open websocket, as the supervisor sees it: receive, send, close.
+
+    The seam between the engine and a websocket library (trio-websocket here). Whatever is
+    below it, it keeps these promises: :meth:`receive` returns one whole message (``str`` for
+    text, ``bytes`` for binary) or raises :class:`~trio_tradovate.errors.ClosedByServer` with
+    the close code (1006 when the connection just dropped); :meth:`send` on a closed socket
+    does nothing (the next :meth:`receive` says why it closed); :meth:`aclose` is polite,
+    bounded in time, and done even when the caller is being cancelled.
+    """
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self._ws = ws
+
+    @classmethod
+    async def open(
+        cls,
+        nursery: trio.Nursery,
+        stream: trio.abc.Stream,
+        host: str,
+        resource: str,
+        *,
+        max_message_size: int,
+        message_queue_size: int,
+        receive_buffer_size: int,
+    ) -> WebSocketLink:
+        """Run the websocket upgrade over ``stream`` (which the caller owns and closes)."""
+        ws = await trio_websocket.wrap_client_stream(
+            nursery,
+            cast(trio.SocketStream, stream),
+            host,
+            resource,
+            message_queue_size=message_queue_size,
+            max_message_size=max_message_size,
+            receive_buffer_size=receive_buffer_size,
+        )
+        return cls(ws)
+
+    async def receive(self) -> str | bytes:
+        """The next message.
+
+        Raises:
+            ClosedByServer: the websocket closed (code 1006 when no close frame came).
+        """
+        try:
+            return await self._ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            reason = exc.reason
+            if reason is None:
+                raise ClosedByServer(1006, "no close reason") from exc
+            raise ClosedByServer(reason.code, reason.reason or reason.name) from exc
+
+    async def send(self, text: str) -> None:
+        """Send one text message; nothing happens on a closed socket."""
+        with suppress(trio_websocket.ConnectionClosed):
+            await self._ws.send_message(text)
+
+    async def aclose(self) -> None:
+        """A polite close while the socket is up: bounded to 1 s, shielded from cancellation."""
+        if self._ws.closed is not None:
+            return
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + 1.0
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await self._ws.aclose(1000, "Client initiated disconnect.")
+
+
+#: Raised by the websocket library's own tasks when the upgrade is refused (HTTP 4xx/5xx):
+#: they reach the caller through the nursery that runs them, not through :meth:`open`.
+HANDSHAKE_ERRORS: tuple[type[BaseException], ...] = (trio_websocket.HandshakeError,)
+
+#: What connecting and upgrading can raise below us (mapped to ``ConnectError`` by the caller).
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    trio.TooSlowError,
+    trio.BrokenResourceError,
+    *HANDSHAKE_ERRORS,
+)

@@ -76,7 +76,8 @@ async def test_captcha_fails_the_request_and_locks_out_non_essential_requests(
         with pytest.raises(CaptchaRequired):
             await engine.request("contract/find", query="name=MESZ6")
         record = await watcher.receive()
-        assert (record.trigger, record.source, record.dest) == ("penalized", State.LIVE, State.LIVE)
+        assert (record.region, record.trigger) == ("penalty", "lockout_began")
+        assert (record.source_node, record.dest_node) == ("clear", "locked_out")
         assert record.reason.startswith("captcha")
         with pytest.raises(trio.TooSlowError):
             with trio.fail_after(600):
@@ -104,13 +105,17 @@ async def test_429_locks_out_and_the_lockout_survives_a_restart(
     await trio.sleep(600)
     async with open_engine(config) as restarted:  # a new process would read the same file
         await restarted.wait_for(State.LIVE)
-        assert restarted.transitions[-1].trigger == "penalized"  # the app is told at once
-        assert "earlier run" in restarted.transitions[-1].reason
+        [began] = [r for r in restarted.transitions if r.trigger == "lockout_began"]
+        assert began.time == trio.current_time() or began.time < 700  # told when it starts
+        assert "earlier run" in began.reason
         with pytest.raises(trio.TooSlowError):
             with trio.fail_after(1000):
                 await restarted.request("account/list", timeout=5000)
         await trio.sleep(3600)
         assert await restarted.request("account/list")  # the lockout ended ~1 h after the 429
+        [ended] = [r for r in restarted.transitions if r.trigger == "lockout_ended"]
+        assert (ended.source_node, ended.dest_node) == ("locked_out", "clear")
+        assert 3600 <= ended.time <= 3600 + 60  # its end is recorded too
     lists = [r for a in sim.sockets for r in a.requests if r.endpoint == "account/list"]
     assert len(lists) == 2  # the 429'd one and the one after the lockout
 

@@ -1,0 +1,473 @@
+"""One websocket's supervisor: connect, run the child tasks, feed the session, fire the table.
+
+Theory of operation
+-------------------
+An :class:`~trio_tradovate.engine.Engine` runs one :class:`SocketSupervisor` per socket (one,
+unless ``shards=N`` spreads the sync stream over N sockets). The supervisor is the only code
+that fires its socket's chart (``statechart.CONNECTION_TABLE``), and it holds no protocol
+logic of its own: for every connection attempt (a *generation*) it
+
+1. gets a token and opens the websocket through the transport (:class:`WebSocketLink`);
+2. creates a sans-I/O :class:`~trio_tradovate.session.SyncSession` and runs one loop: wait for
+   the next message or the session's next deadline, hand either to the session, and for each
+   event it returns fire the trigger the event names, then do the action the table's rule
+   names (send ``authorize``, send the syncrequest, apply the snapshot, apply an event, route
+   an answer to its caller, end the connection);
+3. runs two child tasks beside the loop: the **heartbeat** (``[]`` on a fixed schedule, never
+   queued behind requests) and, from the moment the socket is live, the **sender** of
+   application requests. Neither changes any state; a closed socket ends them quietly, and the
+   loop learns why from its next receive.
+
+The reader is the loop itself, so a frame crosses no task boundary between the socket and the
+store. The silence watchdog is the session's deadline (no frame for ``server_silence_timeout``).
+
+A supervisor sees the engine only through a :class:`SocketContext`: the token source, the
+store writer, the request pipeline, the rate governor, the penalty desk, counters and the
+record sink. It never touches the engine itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import trio
+
+from . import auth
+from .config import EngineConfig, SyncOptions
+from .errors import (
+    AuthenticationError,
+    ClosedByServer,
+    ConnectError,
+    EngineStopped,
+    Penalized,
+    TradovateError,
+    classify_connect_error,
+)
+from .pipeline import Outbound, RequestPipeline
+from .protocol import HEARTBEAT_FRAME
+from .reconnect import ReconnectPolicy
+from .scheduler import RateGovernor
+from .session import (
+    ENDING_TYPES,
+    Answer,
+    Authorized,
+    ConnectFailed,
+    ConnectionEnded,
+    Ending,
+    EntityEvents,
+    Fault,
+    Limits,
+    MalformedInput,
+    SessionEvent,
+    SnapshotPart,
+    SnapshotReady,
+    SyncSession,
+    Unrecoverable,
+    Unrequested,
+    closed_fault,
+    connect_fault,
+)
+from .statechart import (
+    CONNECTION_TABLE,
+    Action,
+    Fired,
+    Node,
+    Outcome,
+    State,
+    Statechart,
+    TransitionRecord,
+    Trigger,
+)
+from .transport import CONNECT_ERRORS, HANDSHAKE_ERRORS, Connector, WebSocketLink
+from .writer import StoreWriter
+
+logger = logging.getLogger("trio_tradovate.engine")
+
+
+class TokenSource(Protocol):
+    """Where a socket gets its access token (shared by every socket of an engine)."""
+
+    @property
+    def renewable(self) -> bool:
+        """Whether a refused token can be replaced (the engine holds credentials)."""
+
+    @property
+    def user_id(self) -> int | None:
+        """The logged-in user, once known."""
+
+    async def get(self) -> auth.AccessToken:
+        """A token fit for ``authorize``, with the user id known."""
+
+    def reject(self, token: auth.AccessToken) -> None:
+        """The server refused ``token``: the next :meth:`get` replaces it."""
+
+
+class PenaltyDesk(Protocol):
+    """Where a socket reports a lockout that one of its own answers began."""
+
+    def lockout(self, reason: str) -> None:
+        """A captcha or 429 answer: only cancellations and liquidations go out for a while."""
+
+
+@dataclass(frozen=True)
+class SocketContext:
+    """What a socket supervisor may use of its engine: nothing else."""
+
+    config: EngineConfig
+    connector: Connector
+    tokens: TokenSource
+    writer: StoreWriter
+    pipeline: RequestPipeline
+    governor: RateGovernor
+    penalties: PenaltyDesk
+    counters: Counter[str]
+    on_record: Callable[[TransitionRecord], None]
+    wall_clock: Callable[[], str]
+
+
+class SocketSupervisor:
+    """One socket of an engine: its chart, its reconnect policy and its connection loop."""
+
+    def __init__(self, context: SocketContext, index: int, sync: SyncOptions) -> None:
+        self._ctx = context
+        self.index = index
+        self._sync = sync
+        config = context.config
+        seed = None if config.seed is None else config.seed + index
+        self._policy = ReconnectPolicy(config.backoff, random.Random(seed))
+        self._chart: Statechart[Node, Trigger] = Statechart(
+            CONNECTION_TABLE,
+            clock=trio.current_time,
+            policy=self._policy,
+            on_record=context.on_record,
+            on_count=self._count,
+            wall_clock=context.wall_clock,
+            shard=index,
+        )
+        self._limits = Limits(
+            connect=config.connect_timeout,
+            authorize=config.auth_timeout,
+            sync=config.sync_timeout,
+            silence=config.server_silence_timeout,
+            split_quiet=sync.split_quiet,
+        )
+        self._generation = 0
+        self.run_scope = trio.CancelScope()
+        self._close_reason = "application closed the engine"
+        self.stop_reason: str | None = None
+        self.stop_error: TradovateError | None = None
+
+    # ----------------------------------------------------------------- read-only view
+
+    @property
+    def state(self) -> State:
+        """This socket's public state."""
+        return self._chart.node.state
+
+    @property
+    def node(self) -> Node:
+        """This socket's node in the table (``syncing.sent`` where :attr:`state` says
+        ``syncing``)."""
+        return self._chart.node
+
+    @property
+    def generation(self) -> int:
+        """How many connection attempts this socket has started."""
+        return self._generation
+
+    @property
+    def failed_attempts(self) -> int:
+        """Consecutive failed attempts since the last stable connection."""
+        return self._policy.failed_attempts
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def close(self, reason: str) -> None:
+        """Make :meth:`run` end, recording ``reason`` in the ``close`` transition."""
+        self._close_reason = reason
+        self.run_scope.cancel()
+
+    async def run(self) -> None:
+        """Supervise this socket until the engine closes or a policy stops it.
+
+        The ``close`` transition is fired in a ``finally`` without awaiting, so it is recorded
+        however the supervisor is left: a normal close, a policy stop of a sibling, or the
+        application's ``async with`` block raising.
+        """
+        try:
+            with self.run_scope:
+                await self._run()
+        finally:
+            if self._chart.node is not Node.STOPPED:
+                self.stop_error = None
+                self._fire(Trigger.CLOSE, self._close_reason)
+
+    def _count(self, name: str) -> None:
+        self._ctx.counters[name] += 1
+
+    def _fire(self, trigger: Trigger, reason: str, event: object = None) -> Fired[Node]:
+        fired = self._chart.fire(trigger, reason=reason, generation=self._generation, event=event)
+        if fired.record is not None and fired.record.dest is State.STOPPED:
+            self.stop_reason = reason
+        return fired
+
+    async def _run(self) -> None:
+        self._fire(Trigger.START, "application opened the engine")
+        ticket: str | None = None
+        while True:
+            self._generation += 1
+            fault, ended_at = await self._connection_cycle(ticket)
+            if self._chart.node is Node.STOPPED:
+                return
+            ticket = fault.ticket
+            delay, why = self._policy.delay(fault)
+            log = logger.error if fault.kind == "shutdown" else logger.warning
+            log(
+                "%s; reconnecting in %.2f s (attempt %d, %s)",
+                fault.describe(),
+                delay,
+                self._policy.failed_attempts,
+                why,
+            )
+            # Measured from when the fault was known, not from when cleanup finished.
+            await trio.sleep_until(ended_at + delay)
+            self._ctx.counters["reconnects"] += 1
+            self._fire(
+                Trigger.RETRY,
+                f"waited {delay:.3f} s (attempt {self._policy.failed_attempts}, {why})",
+            )
+
+    def _end(self, event: Ending, token: auth.AccessToken | None = None) -> tuple[Fault, float]:
+        """Fire the trigger a connection-ending event names, the moment it is known (before
+        any cleanup, so the record's time is when the engine knew)."""
+        now = trio.current_time()
+        fault = event.fault
+        self._ctx.counters[f"fault.{fault.kind}"] += 1
+        if fault.lockout is not None:
+            self._ctx.penalties.lockout(fault.lockout)
+        if self._chart.outcome_of(event.trigger) is Outcome.MOVE:
+            self._policy.connection_ended(event, now)
+        self.stop_error = fault.error  # kept only if this fault ends up stopping us
+        fired = self._fire(event.trigger, fault.describe(), event)
+        if fired.action is Action.REJECT_TOKEN and token is not None:
+            self._ctx.tokens.reject(token)
+        if self._chart.node is Node.STOPPED:
+            logger.error("%s; the socket stops (%s)", fault.describe(), fired.rule.doc)
+        return fault, now
+
+    async def _connection_cycle(self, ticket: str | None) -> tuple[Fault, float]:
+        """One connection attempt, from token to the first fault."""
+        ctx = self._ctx
+        config = ctx.config
+        try:
+            token = await ctx.tokens.get()
+        except AuthenticationError as exc:  # includes CaptchaRequired: no program can go on
+            return self._end(Unrecoverable(Fault("credentials_rejected", exc)))
+        except Penalized as exc:
+            return self._end(ConnectFailed(Fault("login_penalized", exc)))
+        except ConnectError as exc:
+            return self._end(ConnectFailed(connect_fault(exc)))
+        url = urlsplit(config.websocket_url)
+        host = url.hostname or ""
+        tls = url.scheme == "wss"
+        port = url.port or (443 if tls else 80)
+        resource = url.path + (f"?{url.query}" if url.query else "")
+        stream: trio.abc.Stream | None = None
+        rejected: BaseException | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    with trio.fail_after(config.connect_timeout):
+                        stream = await ctx.connector(host, port, tls=tls)
+                        link = await WebSocketLink.open(
+                            nursery,
+                            stream,
+                            host,
+                            resource,
+                            max_message_size=config.max_message_size,
+                            message_queue_size=config.message_queue_size,
+                            receive_buffer_size=config.receive_buffer_size,
+                        )
+                except CONNECT_ERRORS as exc:
+                    nursery.cancel_scope.cancel()
+                    return self._end(ConnectFailed(connect_fault(classify_connect_error(exc))))
+                try:
+                    return await self._converse(nursery, link, token, ticket)
+                finally:
+                    await link.aclose()
+                    nursery.cancel_scope.cancel()
+        except* HANDSHAKE_ERRORS as group:
+            # trio-websocket raises a rejected upgrade (HTTP 404, 401, ...) from its own reader
+            # task, so it arrives here wrapped by the nursery rather than from the call above.
+            rejected = group.exceptions[0]
+        finally:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+        assert rejected is not None  # every other path returned inside the nursery
+        return self._end(ConnectFailed(connect_fault(classify_connect_error(rejected))))
+
+    async def _converse(
+        self,
+        nursery: trio.Nursery,
+        link: WebSocketLink,
+        token: auth.AccessToken,
+        ticket: str | None,
+    ) -> tuple[Fault, float]:
+        """The loop: messages and deadlines in, the session's events fired, until one ends
+        the connection."""
+        ctx = self._ctx
+        counters = ctx.counters
+        governor = ctx.governor
+        session = SyncSession(
+            generation=self._generation,
+            now=trio.current_time(),
+            limits=self._limits,
+            token=token.token,
+            token_minted_at=token.minted_at,
+            renewable=ctx.tokens.renewable,
+            split=self._sync.split_responses,
+            sync_pace=lambda now: governor.delay("user/syncrequest", now),
+            lockout_seconds=ctx.config.lockout_seconds,
+        )
+        outbound = Outbound(session.request_ids)
+        sender_scope = trio.CancelScope()
+        nursery.start_soon(self._heartbeat, link, session.started_at)
+        ended: Fault | None = None
+        try:
+            while True:
+                message: str | bytes | None = None
+                try:
+                    with trio.move_on_at(session.next_deadline()):
+                        message = await link.receive()
+                except ClosedByServer as exc:
+                    events: list[SessionEvent] = [
+                        ConnectionEnded(closed_fault(exc.code, exc.reason))
+                    ]
+                else:
+                    now = trio.current_time()
+                    if message is None:
+                        events = session.expire(now)
+                    else:
+                        counters["frames_received"] += 1
+                        events = session.receive(message, now)
+                for event in events:
+                    if isinstance(event, ENDING_TYPES):
+                        if self._chart.outcome_of(event.trigger) is not Outcome.MOVE:
+                            self._fire(event.trigger, event.fault.describe(), event)
+                            continue
+                        result = self._end(event, token)
+                        ended = result[0]
+                        return result
+                    await self._step(event, session, link, outbound, nursery, sender_scope, ticket)
+        finally:
+            sender_scope.cancel()
+            cause = ended.error if ended is not None else EngineStopped("closing")
+            ctx.pipeline.connection_lost(outbound, cause)
+
+    async def _step(
+        self,
+        event: SessionEvent,
+        session: SyncSession,
+        link: WebSocketLink,
+        outbound: Outbound,
+        nursery: trio.Nursery,
+        sender_scope: trio.CancelScope,
+        ticket: str | None,
+    ) -> None:
+        """Fire one non-ending event and do the action its rule names."""
+        chart = self._chart
+        rule = chart.table.cells[(chart.node, event.trigger)][0]
+        if rule.outcome is Outcome.HANDLE:  # the hot path: no record, no reason text
+            action = rule.action
+        else:
+            fired = self._fire(event.trigger, _reason(event), event)
+            action = fired.action
+            if fired.record is not None:
+                session.entered(chart.node, trio.current_time())
+        if action is None:
+            if isinstance(event, Unrequested):
+                logger.warning("%s (id %d) ignored", event.why, event.response.request_id)
+            return
+        ctx = self._ctx
+        generation = self._generation
+        if action is Action.APPLY_PROPS:
+            assert isinstance(event, EntityEvents)
+            ctx.writer.event(event.event, generation=generation, owner=self.index)
+        elif action is Action.BUFFER_PROPS:
+            assert isinstance(event, EntityEvents)
+            session.buffer(event.event)
+        elif action is Action.COUNT_HEARTBEAT:
+            ctx.counters["server_heartbeats"] += 1
+        elif action is Action.ROUTE_ANSWER:
+            assert isinstance(event, Answer)
+            if not ctx.pipeline.on_response(outbound, event.response):
+                logger.debug("reply to unknown request %d dropped", event.response.request_id)
+                ctx.counters["late_replies"] += 1
+        elif action is Action.SEND_AUTHORIZE:
+            await link.send(session.authorize())
+        elif action is Action.SEND_SYNC:
+            ctx.governor.record("user/syncrequest", trio.current_time())
+            await link.send(session.sync(self._sync_body(ticket)))
+        elif action is Action.COLLECT_PART:
+            pass  # the session keeps the parts
+        elif action is Action.APPLY_LATE_PART:
+            assert isinstance(event, SnapshotPart)
+            ctx.writer.late_part(event.part, generation=generation, owner=self.index)
+        elif action is Action.GO_LIVE:
+            snapshot = event.snapshot if isinstance(event, SnapshotReady) else session.assembled()
+            ctx.writer.snapshot(
+                snapshot, session.take_buffered(), generation=generation, owner=self.index
+            )
+            self._policy.went_live(trio.current_time())
+            nursery.start_soon(self._sender, link, outbound, sender_scope)
+
+    def _sync_body(self, ticket: str | None) -> Mapping[str, Any]:
+        body = self._sync.body(self._ctx.tokens.user_id)
+        if ticket is not None:  # the resend of a penalised sync carries its ticket
+            body = {**body, "p-ticket": ticket}
+        return body
+
+    async def _heartbeat(self, link: WebSocketLink, started_at: float) -> None:
+        interval = self._ctx.config.heartbeat_interval
+        next_at = started_at + interval
+        while True:
+            await trio.sleep_until(next_at)
+            await link.send(HEARTBEAT_FRAME)
+            self._ctx.counters["heartbeats_sent"] += 1
+            # A fixed schedule: a slow send does not push every later heartbeat back.
+            next_at = max(next_at + interval, trio.current_time())
+
+    async def _sender(
+        self, link: WebSocketLink, outbound: Outbound, scope: trio.CancelScope
+    ) -> None:
+        # Cancelled first when the connection ends, so no request is taken off the queue for
+        # a socket that is going away; RequestPipeline.connection_lost handles those in flight.
+        with scope:
+            await self._ctx.pipeline.run_sender(outbound, link.send)
+
+
+def _reason(event: SessionEvent) -> str:
+    """The reason text of a recorded (or malformed) event."""
+    if isinstance(event, Authorized):
+        pace = event.sync_delay
+        return "authorize answered s=200: sending user/syncrequest" + (
+            f" in {pace:.1f} s (rate budget)" if pace > 0 else ""
+        )
+    if isinstance(event, SnapshotReady):
+        entities = sum(len(v) for v in event.snapshot.values() if isinstance(v, list))
+        return f"snapshot applied: {entities} entities"
+    if isinstance(event, MalformedInput):
+        return str(event.error)
+    texts = {
+        Trigger.OPENED: "'o' received: sending authorize",
+        Trigger.BUDGET_READY: "rate budget free: sending user/syncrequest",
+        Trigger.SNAPSHOT_PART: "first split part received",
+        Trigger.PARTS_COMPLETE: "split parts complete: snapshot assembled and applied",
+    }
+    return texts.get(event.trigger, str(event.trigger))
