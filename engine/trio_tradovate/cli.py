@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
@@ -177,8 +178,10 @@ async def run_stream(
     *,
     stop_signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
     until: Callable[[Engine], bool] | None = None,
+    err: TextIO = sys.stderr,
 ) -> int:
-    """One JSON line per transition and per entity change, until a signal (exit 0).
+    """One JSON line per transition and per entity change, until a signal (exit 0) or until
+    the engine stops by policy (bad credentials, retry budget: one line on ``err``, exit 1).
 
     The printers live in a nursery *outside* the engine, so the final ``stopped`` transition
     is printed too: the engine closes both channels when it reaches that state.
@@ -200,15 +203,24 @@ async def run_stream(
                 if until is not None and until(engine):
                     nursery.cancel_scope.cancel()
 
+        async def stop_with_the_engine() -> None:
+            with suppress(EngineStopped):
+                await engine.wait_for(State.STOPPED)
+            nursery.cancel_scope.cancel()
+
         nursery.start_soon(print_transitions)
         nursery.start_soon(print_changes)
+        nursery.start_soon(stop_with_the_engine)
         if stop_signals:
             with trio.open_signal_receiver(*stop_signals) as signals:
                 async for _ in signals:
                     break
         else:
             await trio.sleep_forever()
-    return 0 if engine.stop_reason is None or "application closed" in engine.stop_reason else 1
+    if engine.stop_error is not None:
+        err.write(f"trio-tradovate: the engine stopped: {engine.stop_reason}\n")
+        return 1
+    return 0
 
 
 # ---------------------------------------------------------------------------------------- sim

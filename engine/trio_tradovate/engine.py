@@ -27,6 +27,8 @@ import weakref
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -59,6 +61,18 @@ _PROGRESS = {
     State.SYNCING: 4,
     State.LIVE: 5,
 }
+
+
+@dataclass(frozen=True)
+class TokenStatus:
+    """What the engine's token keeper has done, without any secret."""
+
+    #: Renewals through ``auth/renewaccesstoken`` (same session).
+    renewals: int
+    #: Logins through ``auth/accesstokenrequest`` (a new session each).
+    logins: int
+    #: The held token's ``expirationTime``, when the server gave one.
+    expires_at: datetime | None
 
 
 class _Tokens:
@@ -210,6 +224,13 @@ class Engine:
         return None
 
     @property
+    def token_status(self) -> TokenStatus:
+        """Renewals, logins and the expiry of the held token (no secret in it)."""
+        keeper = self._keeper
+        held = keeper.token
+        return TokenStatus(keeper.renewals, keeper.logins, held.expiration if held else None)
+
+    @property
     def stop_error(self) -> TradovateError | None:
         """The typed error that stopped the engine by policy, if one did."""
         for shard in self.shards:
@@ -237,6 +258,11 @@ class Engine:
         send, receive = trio.open_memory_channel[TransitionRecord](buffer)
         self._watchers.append((send, weakref.ref(receive)))
         return receive
+
+    @property
+    def watcher_count(self) -> int:
+        """How many transition watchers are still open (closed and dropped ones are pruned)."""
+        return sum(1 for _, receive in self._watchers if receive() is not None)
 
     async def wait_for(self, *states: State) -> TransitionRecord:
         """Wait until the engine is in one of ``states``; return the latest transition record.

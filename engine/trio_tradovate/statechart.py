@@ -637,7 +637,11 @@ class Statechart(Generic[N, T]):
             self._machine.add_transition(
                 trigger=_machine_trigger(index), source=list(rule.source), dest=rule.dest
             )
-        self._move_index = {id(rule): index for index, rule in enumerate(table.moves())}
+        #: The machine trigger of each move row, bound once (the hot path makes no names).
+        self._move_of: dict[int, Callable[[], bool]] = {
+            id(rule): getattr(self, _machine_trigger(index))
+            for index, rule in enumerate(table.moves())
+        }
 
     def fire(
         self, trigger: T, *, reason: str = "", generation: int = 0, event: object = None
@@ -666,7 +670,7 @@ class Statechart(Generic[N, T]):
             if rule.guard is not None and not self._policy.check(rule.guard, event):
                 continue
             self._pending = (reason, generation, trigger)
-            getattr(self, _machine_trigger(self._move_index[id(rule)]))()
+            self._move_of[id(rule)]()
             return Fired(rule, self._last)
         raise AssertionError("unreachable: the last row of a pair has no guard")  # pragma: no cover
 

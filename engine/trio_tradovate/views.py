@@ -59,6 +59,10 @@ class StoreViews:
 
     # -- generic access ----------------------------------------------------------------------
 
+    def cached_ids(self, entity_type: str) -> frozenset[int]:
+        """The ids whose typed view is cached now (diagnostics: deleted entities leave it)."""
+        return frozenset(self._cache.get(entity_type, {}))
+
     def view(self, entity_type: str, entity_id: int) -> EntityView | Mapping[str, Any] | None:
         """The typed view of one entity; the store's raw mapping for types without a view class
         (``user``, ``contractMaturity``, ...), so every entity is reachable through here."""

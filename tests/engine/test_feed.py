@@ -148,9 +148,9 @@ async def test_slow_consumer_bounded_memory_and_exact_state(
             assert await engine.request("account/list", timeout=5)
         assert engine.state is State.LIVE
         assert engine.generation == 1  # no false stall while the consumer slept
-        feed = engine._feed
-        assert feed.high_water <= len(engine.store)  # one waiting change per entity
+        delivery = engine.delivery
+        assert delivery["high_water"] <= len(engine.store)  # one waiting change per entity
         await settle(sim)
         rebuilt = await rebuild_from_changes(changes)
         assert rebuilt == engine.store.as_dict() == sim.truth()
-        assert feed.coalesced > events // 2
+        assert engine.delivery["coalesced"] > events // 2

@@ -65,7 +65,8 @@ async def test_background_renewal_keeps_one_session(
             assert engine.generation == 1
     assert transport.paths["/auth/accesstokenrequest"] == 1
     assert transport.paths["/auth/renewaccesstoken"] >= 2
-    assert engine._keeper.renewals == transport.paths["/auth/renewaccesstoken"]
+    assert engine.token_status.renewals == transport.paths["/auth/renewaccesstoken"]
+    assert engine.token_status.logins == 1
 
 
 async def test_concurrent_needs_share_one_refresh(

@@ -464,10 +464,10 @@ def test_cache_drops_deleted_entities() -> None:
     assert len(views.orders()) == 4
     props(store, "order", "Deleted", {"id": 54})
     assert views.order(54) is None
-    assert 54 not in views._cache["order"]
+    assert 54 not in views.cached_ids("order")
     props(store, "order", "Deleted", {"id": 55})
     assert [o.id for o in views.orders()] == [51, 56]
-    assert set(views._cache["order"]) == {51, 56}
+    assert views.cached_ids("order") == {51, 56}
     assert [f.id for f in views.fills(account_id=12)] == []  # fill 73's order is gone
 
 
