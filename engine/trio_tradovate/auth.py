@@ -17,13 +17,13 @@ from typing import Any
 import httpx
 import trio
 
+from .boundary import classify_connect_error
 from .config import Credentials
 from .errors import (
     AuthenticationError,
     CaptchaRequired,
     ConnectError,
     Penalized,
-    classify_connect_error,
 )
 
 logger = logging.getLogger("trio_tradovate.auth")

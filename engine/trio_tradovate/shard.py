@@ -40,6 +40,7 @@ import trio
 import trio_websocket
 
 from . import auth
+from .boundary import classify_connect_error
 from .config import SyncOptions
 from .errors import (
     AuthenticationError,
@@ -60,7 +61,6 @@ from .errors import (
     SyncTimeout,
     TLSError,
     TradovateError,
-    classify_connect_error,
     excerpt,
 )
 from .pipeline import Outbound
