@@ -17,7 +17,10 @@ client heartbeat is the two-character text ``[]`` (§5).
 Nothing here imports trio or touches a socket: :func:`parse_frame` and :func:`encode_request`
 are plain functions, so every case is tested synchronously. A frame that cannot be understood
 at all raises :class:`RemoteProtocolError`; inside a good ``a`` frame, one bad element becomes a
-:class:`Malformed` event so that the good messages batched with it are not lost.
+:class:`Malformed` event so that the good messages batched with it are not lost. That includes
+an element nested deeper than :data:`MAX_NESTING`: whatever orjson accepts (up to 1024
+levels; deeper is invalid JSON here) and Python could not compare or print without
+``RecursionError`` stops at this door.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ from urllib.parse import urlencode
 
 import orjson
 
-from .errors import LocalProtocolError, RemoteProtocolError
+from .errors import LocalProtocolError, RemoteProtocolError, excerpt
 
 __all__ = [
     "HEARTBEAT_FRAME",
+    "MAX_NESTING",
     "PUSH_KINDS",
     "Close",
     "EntityEvent",
@@ -55,6 +59,19 @@ PUSH_KINDS = frozenset({"props", "shutdown", "md", "chart", "clock"})
 
 #: ``eventType`` values of a ``props`` event (§6).
 ENTITY_EVENT_TYPES = frozenset({"Created", "Updated", "Deleted"})
+
+#: The deepest nesting of arrays and objects accepted in one message of an ``a`` frame.
+#: Tradovate's messages nest four or five levels. orjson itself parses up to 1024 levels, but
+#: Python code recurses over what it parsed (``==`` between two entities, ``repr``, logging,
+#: the application's own ``orjson.dumps``, which stops at 254), and near the interpreter's
+#: recursion limit that raises ``RecursionError``. So a deeper message is malformed here,
+#: where it enters, and nothing downstream ever meets one.
+MAX_NESTING = 128
+
+#: A message cannot nest deeper than half its length (every level opens and closes), nor
+#: deeper than its count of ``[`` and ``{``; below these the nesting walk is skipped, which
+#: keeps its cost off the hot path of small ``props`` frames.
+_NESTING_FLOOR = 2 * MAX_NESTING
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +153,39 @@ def _parse_array(text: str) -> list[ServerEvent]:
     items = _loads(text[1:], text)
     if not isinstance(items, list):
         raise RemoteProtocolError("'a' frame does not hold a JSON array", text)
+    if len(text) >= _NESTING_FLOOR and text.count("[") + text.count("{") > MAX_NESTING:
+        return [
+            _too_deep(item) if _nesting_exceeds(item, MAX_NESTING - 1) else _parse_message(item)
+            for item in items
+        ]
     return [_parse_message(item) for item in items]
+
+
+def _too_deep(item: Any) -> Malformed:
+    kind = item.get("e") if isinstance(item, dict) else None
+    what = f"{excerpt(kind, 40)} event" if isinstance(kind, str) else "message"
+    return Malformed(RemoteProtocolError(f"{what} nested deeper than {MAX_NESTING} levels"))
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests arrays/objects more than ``limit`` levels, without recursing.
+
+    Breadth-first, one level at a time, stopping as soon as ``limit`` is passed; scalars are
+    never queued.
+    """
+    level = [value] if type(value) is dict or type(value) is list else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        deeper = []
+        for node in level:
+            for child in node.values() if type(node) is dict else node:
+                if type(child) is dict or type(child) is list:
+                    deeper.append(child)
+        level = deeper
+    return False
 
 
 def _parse_message(item: Any) -> ServerEvent:
@@ -175,10 +224,15 @@ def _is_int(value: Any) -> bool:
 
 
 def _dump(value: Any) -> str:
+    """``value`` as JSON text for an error excerpt; never raises.
+
+    orjson re-encodes what it parsed unless it is nested more than 254 levels (it then raises
+    ``JSONEncodeError``, a ``TypeError``); ``repr`` would recurse, so it is never the fallback.
+    """
     try:
         return orjson.dumps(value).decode()
-    except TypeError:  # pragma: no cover - orjson-parsed values always re-encode
-        return repr(value)
+    except TypeError:
+        return f"<{type(value).__name__} nested too deeply to show>"
 
 
 def encode_request(
