@@ -60,7 +60,9 @@ def _as_number(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return float(value) if abs(value) < 2**1000 else math.copysign(math.inf, value)
+        if abs(value) < 2**1000:
+            return float(value)
+        return math.inf if value > 0 else -math.inf
     if isinstance(value, float):
         return value
     if isinstance(value, str) and len(value) <= 64:  # float() parses "1e999" as inf
