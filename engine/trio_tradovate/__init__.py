@@ -1,44 +1,103 @@
 """trio-tradovate: keep a Trio application connected to the Tradovate websocket API.
 
 Start with :func:`open_engine` and :class:`EngineConfig`; read ``docs/`` for the guarantees.
+
+The names below are loaded on first use (PEP 562), not when the package is imported: importing
+a sans-I/O module such as ``trio_tradovate.protocol`` or ``trio_tradovate.errors`` must not
+load trio, trio-websocket or httpx, and Python imports this package first whatever submodule
+is asked for. ``from trio_tradovate import open_engine`` works exactly as before.
 """
 
-from .config import ENVIRONMENTS, BackoffPolicy, Credentials, EngineConfig, SyncOptions
-from .engine import Engine, open_engine
-from .errors import (
-    AuthenticationError,
-    AuthenticationTimeout,
-    CaptchaRequired,
-    ClosedByServer,
-    ConfigError,
-    ConnectError,
-    ConnectionLost,
-    ConnectionRefused,
-    ConnectTimeout,
-    DNSError,
-    EngineStopped,
-    HandshakeRejected,
-    InvalidTransition,
-    LocalProtocolError,
-    OutcomeUnknown,
-    Penalized,
-    ProtocolError,
-    RateLimited,
-    RemoteProtocolError,
-    RequestError,
-    RequestTimeout,
-    ServerShutdown,
-    Stalled,
-    SyncTimeout,
-    Timeout,
-    TLSError,
-    TradovateError,
-)
-from .scheduler import MONEY_MOVING, Priority, Window
-from .statechart import State, TransitionRecord
-from .store import EntityChange, EntityStore
-from .transport import Connector, TcpConnector
-from .views import StoreViews
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import ENVIRONMENTS, BackoffPolicy, Credentials, EngineConfig, SyncOptions
+    from .engine import Engine, open_engine
+    from .errors import (
+        AuthenticationError,
+        AuthenticationTimeout,
+        CaptchaRequired,
+        ClosedByServer,
+        ConfigError,
+        ConnectError,
+        ConnectionLost,
+        ConnectionRefused,
+        ConnectTimeout,
+        DNSError,
+        EngineStopped,
+        HandshakeRejected,
+        InvalidTransition,
+        LocalProtocolError,
+        OutcomeUnknown,
+        Penalized,
+        ProtocolError,
+        RateLimited,
+        RemoteProtocolError,
+        RequestError,
+        RequestTimeout,
+        ServerShutdown,
+        Stalled,
+        SyncTimeout,
+        Timeout,
+        TLSError,
+        TradovateError,
+    )
+    from .scheduler import MONEY_MOVING, Priority, Window
+    from .statechart import State, TransitionRecord
+    from .store import EntityChange, EntityStore
+    from .transport import Connector, TcpConnector
+    from .views import StoreViews
+
+#: Which submodule defines each public name.
+_SOURCES: dict[str, str] = {
+    "AuthenticationError": "errors",
+    "AuthenticationTimeout": "errors",
+    "BackoffPolicy": "config",
+    "CaptchaRequired": "errors",
+    "ClosedByServer": "errors",
+    "ConfigError": "errors",
+    "ConnectError": "errors",
+    "ConnectTimeout": "errors",
+    "ConnectionLost": "errors",
+    "ConnectionRefused": "errors",
+    "Connector": "transport",
+    "Credentials": "config",
+    "DNSError": "errors",
+    "ENVIRONMENTS": "config",
+    "Engine": "engine",
+    "EngineConfig": "config",
+    "EngineStopped": "errors",
+    "EntityChange": "store",
+    "EntityStore": "store",
+    "HandshakeRejected": "errors",
+    "InvalidTransition": "errors",
+    "LocalProtocolError": "errors",
+    "MONEY_MOVING": "scheduler",
+    "OutcomeUnknown": "errors",
+    "Penalized": "errors",
+    "Priority": "scheduler",
+    "ProtocolError": "errors",
+    "RateLimited": "errors",
+    "RemoteProtocolError": "errors",
+    "RequestError": "errors",
+    "RequestTimeout": "errors",
+    "ServerShutdown": "errors",
+    "Stalled": "errors",
+    "State": "statechart",
+    "StoreViews": "views",
+    "SyncOptions": "config",
+    "SyncTimeout": "errors",
+    "TLSError": "errors",
+    "TcpConnector": "transport",
+    "Timeout": "errors",
+    "TradovateError": "errors",
+    "TransitionRecord": "statechart",
+    "Window": "scheduler",
+    "open_engine": "engine",
+}
 
 __version__ = "0.1.0"
 
@@ -88,3 +147,20 @@ __all__ = [
     "Window",
     "open_engine",
 ]
+
+
+if not TYPE_CHECKING:
+    # Hidden from type checkers, which see the imports above: a typo in
+    # ``from trio_tradovate import ...`` must stay a type error, not become ``Any``.
+
+    def __getattr__(name: str) -> Any:
+        """Import the submodule that defines ``name`` on first access, then cache the value."""
+        module = _SOURCES.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(__all__))

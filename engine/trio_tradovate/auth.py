@@ -15,16 +15,19 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import orjson
 import trio
 
+from .boundary import classify_connect_error
 from .config import Credentials
 from .errors import (
     AuthenticationError,
     CaptchaRequired,
     ConnectError,
     Penalized,
-    classify_connect_error,
+    excerpt,
 )
+from .scheduler import server_ticket, server_wait
 
 logger = logging.getLogger("trio_tradovate.auth")
 
@@ -37,6 +40,11 @@ MIN_RENEW_INTERVAL = 300.0
 
 #: Lifetime assumed for a token whose expirationTime is unknown (P-ATR: 80 minutes).
 ASSUMED_LIFETIME = 80 * 60.0
+
+#: An ``expirationTime`` further ahead than this is not believed: Tradovate's tokens live 80
+#: minutes (P-ATR), and trusting a far-future date would mean never renewing. Such a token is
+#: treated as one of unknown expiry (:data:`ASSUMED_LIFETIME`).
+MAX_TOKEN_LIFETIME = 24 * 3600.0
 
 #: Added to every ``p-time`` wait: clocks and latencies differ, and a resend that arrives a
 #: hair early earns a new penalty, while one that arrives a quarter second late costs nothing.
@@ -63,15 +71,49 @@ class AccessToken:
 
 
 def _parse_time(value: Any) -> datetime | None:
+    """``expirationTime`` as an aware datetime, or ``None`` for "unknown expiry".
+
+    A missing value is unknown. A value that is not an ISO time, or has no time zone (which
+    instant would it be?), is logged as malformed and is also unknown: the token is then
+    renewed after :data:`ASSUMED_LIFETIME`, as for a server that does not say. Never raises.
+    """
+    if value is None:
+        return None
     if not isinstance(value, str):
+        logger.warning("malformed expirationTime (a %s): expiry unknown", type(value).__name__)
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
+        logger.warning("malformed expirationTime %s: expiry unknown", excerpt(value, 40))
         return None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        logger.warning(
+            "malformed expirationTime %s (no time zone): expiry unknown", excerpt(value, 40)
+        )
+        return None
+    return moment
+
+
+def _optional(body: dict[str, Any], key: str, kind: type) -> Any:
+    """``body[key]`` when it has the type ``kind`` (never a bool for ``int``), else ``None``;
+    a present value of another type is logged as malformed."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, kind) and not isinstance(value, bool):
+        return value
+    logger.warning("malformed %s in the token response (a %s): ignored", key, type(value).__name__)
+    return None
 
 
 def _token_from(body: Any) -> AccessToken:
+    """The token in a REST token answer, or the typed reason there is none.
+
+    Every field is checked where it enters: whatever JSON the server sends, the result is an
+    :class:`AccessToken` or an :class:`AuthenticationError` (a :class:`CaptchaRequired` for
+    ``p-captcha``), never a ``TypeError`` from a field of the wrong type.
+    """
     if not isinstance(body, dict):
         raise AuthenticationError("token response is not a JSON object")
     if body.get("p-captcha"):
@@ -79,18 +121,21 @@ def _token_from(body: Any) -> AccessToken:
             "Tradovate asks for a captcha on the token request; a program cannot answer it. "
             "Wait about an hour before trying again."
         )
-    if "errorText" in body and not body.get("accessToken"):
-        raise AuthenticationError(f"token request rejected: {body['errorText']}")
     token = body.get("accessToken")
+    if "errorText" in body and not token:
+        text = body["errorText"]
+        shown = (
+            text[:200] if isinstance(text, str) else f"(an errorText of type {type(text).__name__})"
+        )
+        raise AuthenticationError(f"token request rejected: {shown}")
     if not isinstance(token, str) or not token:
         raise AuthenticationError("token response has no accessToken")
-    user_id = body.get("userId")
     return AccessToken(
         token=token,
-        md_token=body.get("mdAccessToken") if isinstance(body.get("mdAccessToken"), str) else None,
+        md_token=_optional(body, "mdAccessToken", str),
         expiration=_parse_time(body.get("expirationTime")),
-        user_id=user_id if isinstance(user_id, int) else None,
-        name=body.get("name") if isinstance(body.get("name"), str) else None,
+        user_id=_optional(body, "userId", int),
+        name=_optional(body, "name", str),
         minted_at=trio.current_time(),
     )
 
@@ -109,8 +154,10 @@ async def _send(client: httpx.AsyncClient, request: httpx.Request) -> Any:
     if response.status_code >= 400:
         raise ConnectError(f"{request.url.path} answered HTTP {response.status_code}")
     try:
-        return response.json()
-    except ValueError:
+        # orjson, not response.json(): the standard library's parser recurses and raises
+        # RecursionError on a deeply nested body, orjson stops at 1024 levels with an error.
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
         raise AuthenticationError(f"{request.url.path} answered with invalid JSON") from None
 
 
@@ -126,10 +173,13 @@ async def request_access_token(
         if isinstance(answer, dict) and "p-ticket" in answer and not answer.get("p-captcha"):
             if attempt == MAX_PENALTIES:
                 break  # no point waiting out a penalty we will not resend after
-            wait = float(answer.get("p-time") or 0)
+            wait = server_wait(answer.get("p-time"), what="p-time of the token request")
             logger.warning("token request penalised: waiting %.1f s, then resending", wait)
             await trio.sleep(wait + PENALTY_MARGIN)
-            body = {**credentials.request_body(), "p-ticket": answer["p-ticket"]}
+            ticket = server_ticket(answer["p-ticket"])
+            body = credentials.request_body()
+            if ticket is not None:
+                body["p-ticket"] = ticket
             continue
         return _token_from(answer)
     raise Penalized("token request still penalised after several waits; retrying later")
@@ -155,10 +205,11 @@ async def renew_access_token(
         if isinstance(answer, dict) and "p-ticket" in answer and not answer.get("p-captcha"):
             if attempt == MAX_PENALTIES:
                 raise Penalized("token renewal still penalised after several waits")
-            wait = float(answer.get("p-time") or 0)
+            wait = server_wait(answer.get("p-time"), what="p-time of the token renewal")
             logger.warning("token renewal penalised: waiting %.1f s, then resending", wait)
             await trio.sleep(wait + PENALTY_MARGIN)
-            params = {"p-ticket": str(answer["p-ticket"])}
+            ticket = server_ticket(answer["p-ticket"])
+            params = {} if ticket is None else {"p-ticket": ticket}
             continue
         break
     renewed = _token_from(answer)
@@ -181,7 +232,7 @@ async def fetch_user_id(client: httpx.AsyncClient, rest_url: str, token: AccessT
     )
     body = await _send(client, request)
     user_id = body.get("userId") if isinstance(body, dict) else None
-    if not isinstance(user_id, int):
+    if not isinstance(user_id, int) or isinstance(user_id, bool):
         raise AuthenticationError("GET /auth/me did not return a userId", retryable=True)
     return user_id
 
@@ -234,6 +285,14 @@ class TokenKeeper:
         :data:`ASSUMED_LIFETIME` (the documented 80 minutes, P-ATR).
         """
         left = token.seconds_left(self._wall_clock())
+        if left is not None and left > MAX_TOKEN_LIFETIME:
+            logger.warning(
+                "the new token claims to live %.0f s, beyond the %.0f s believed: treating its "
+                "expiry as unknown",
+                left,
+                MAX_TOKEN_LIFETIME,
+            )
+            left = None
         if left is None:
             left = ASSUMED_LIFETIME
         due_in = left - self._margin

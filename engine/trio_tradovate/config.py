@@ -11,14 +11,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from .errors import ConfigError
 from .scheduler import DEFAULT_LIMITS, Window
-from .transport import Connector
+
+if TYPE_CHECKING:
+    # Types only: a config can be built, validated and inspected without loading the I/O
+    # stack (httpx, and trio through the transport), like every sans-I/O module.
+    import httpx
+
+    from .transport import Connector
 
 #: REST bases (tradovate-protocol.md §1). The websocket URL is the REST base with ``wss:`` and
 #: ``/websocket`` appended, exactly as the official C# client builds it.

@@ -39,20 +39,14 @@ The tree (``Fault`` kinds used in transition records are in brackets)::
 
 Like trio, we keep "you closed it" apart from "it broke": ``EngineStopped`` after
 ``aclose`` versus ``ConnectionLost`` for the network. Like httpx, exceptions from lower layers
-(trio, trio-websocket, httpx, ssl, socket) are translated at one boundary,
-:func:`classify_connect_error`,
-and the original is kept as ``__cause__``.
+(trio, trio-websocket, httpx, ssl, socket) are translated at one boundary, the table in
+:mod:`trio_tradovate.boundary`, and the original is kept as ``__cause__``. This module imports
+only the standard library, so sans-I/O code can raise and catch these without loading trio.
 """
 
 from __future__ import annotations
 
-import socket
-import ssl
 from typing import Any
-
-import httpx
-import trio
-import trio_websocket
 
 EXCERPT_LIMIT = 120
 
@@ -238,38 +232,3 @@ class EngineStopped(TradovateError):
         super().__init__(f"engine stopped: {reason}")
         self.reason = reason
         self.error = error
-
-
-def classify_connect_error(exc: BaseException) -> ConnectError:
-    """Map a lower-layer exception raised while connecting to our most specific ``ConnectError``.
-
-    This is the single boundary where trio, trio-websocket, ssl, socket and httpx failures
-    become our own types (httpx's ``map_httpcore_exceptions`` is the model).
-    """
-    if isinstance(exc, ConnectError):
-        return exc
-    if isinstance(exc, trio_websocket.ConnectionRejected):
-        return HandshakeRejected(exc.status_code)
-    if isinstance(exc, trio.BrokenResourceError) and isinstance(exc.__cause__, ssl.SSLError):
-        return TLSError(f"TLS handshake failed: {exc.__cause__}")
-    if isinstance(exc, socket.gaierror):
-        return DNSError(f"could not resolve host: {exc}")
-    if isinstance(exc, ssl.SSLError):
-        return TLSError(f"TLS handshake failed: {exc}")
-    if isinstance(exc, trio.TooSlowError | httpx.TimeoutException):
-        return ConnectTimeout("connect timed out")
-    if isinstance(exc, httpx.ConnectError):
-        cause = exc.__cause__ or exc.__context__
-        if cause is not None and cause is not exc:
-            inner = classify_connect_error(cause)
-            if not isinstance(inner, ConnectionRefused) or "refused" in str(cause):
-                return inner
-        return ConnectionRefused(f"could not connect: {exc}")
-    if isinstance(exc, trio_websocket.HandshakeError):
-        cause = exc.__cause__
-        if cause is not None:
-            return classify_connect_error(cause)
-        return ConnectionRefused(f"websocket handshake failed: {type(exc).__name__}")
-    if isinstance(exc, OSError | trio.BrokenResourceError | httpx.TransportError):
-        return ConnectionRefused(f"could not connect: {exc or type(exc).__name__}")
-    return ConnectionRefused(f"could not connect: {type(exc).__name__}: {exc}")

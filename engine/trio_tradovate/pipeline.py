@@ -29,7 +29,7 @@ from .errors import (
     TradovateError,
 )
 from .protocol import Response, encode_request
-from .scheduler import Job, RequestScheduler
+from .scheduler import Job, RequestScheduler, server_ticket
 
 logger = logging.getLogger("trio_tradovate.requests")
 
@@ -147,12 +147,8 @@ class RequestPipeline:
             if data.get("p-captcha"):
                 self._lock_out(request, "captcha", now)
                 return True
-            p_time = data.get("p-time")
             wait = self.scheduler.on_penalty(
-                request,
-                str(data["p-ticket"]),
-                float(p_time) if isinstance(p_time, int | float) else 0.0,
-                now,
+                request, server_ticket(data["p-ticket"]), data.get("p-time"), now
             )
             logger.warning(
                 "%s penalised (p-ticket): every request waits %.1f s, then it is resent "

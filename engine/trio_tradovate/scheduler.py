@@ -36,12 +36,98 @@ from typing import Any
 
 import orjson
 
-from .errors import ConfigError
+from .errors import ConfigError, excerpt
 
-logger = logging.getLogger("trio_tradovate.requests")
+logger = logging.getLogger("trio_tradovate.scheduler")
 
 #: Added to every ``p-time`` wait (see ``auth.PENALTY_MARGIN``): early resends are penalised.
 PENALTY_MARGIN = 0.25
+
+#: The longest wait (s) any number from the server can impose on us: ``p-time`` and the
+#: penalties built on it, and a pause loaded from the penalty state file. Tradovate gives
+#: ``p-time`` in seconds and documents penalties of seconds to minutes; its longest documented
+#: sanction, the captcha or 429 lockout, lasts about an hour (P-RL). A larger value is a server
+#: or file error, and obeying it could silence the engine for days.
+MAX_SERVER_WAIT = 3600.0
+
+#: Repeat penalties double the wait; past this many doublings every wait is at the maximum
+#: anyway, and capping the exponent keeps ``2.0 ** n`` finite for any count.
+_MAX_DOUBLINGS = 32
+
+
+def _as_number(value: object) -> float | None:
+    """``value`` as a float (``inf`` for an int beyond float range), or ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        if abs(value) < 2**1000:
+            return float(value)
+        return math.inf if value > 0 else -math.inf
+    if isinstance(value, float):
+        return value
+    if isinstance(value, str) and len(value) <= 64:  # float() parses "1e999" as inf
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def server_wait(value: object, *, what: str) -> float:
+    """A wait in seconds as the server gave it, made safe: always a float in
+    ``[0, MAX_SERVER_WAIT]``; never raises.
+
+    Accepted as given: an ``int``, a ``float`` or a numeric string within range. Anything else
+    is clamped with a warning naming ``what``: a negative number to 0 (the moment has passed),
+    a number above the maximum or ``inf`` to :data:`MAX_SERVER_WAIT`, and a missing value,
+    text, ``NaN``, a boolean or any other JSON shape to 0, since no wait was stated. (A wrong
+    zero costs one early resend, which the server answers with another penalty and a wait;
+    a wrong maximum would cost an hour.)
+    """
+    if value is None:
+        logger.warning("%s missing from the server's answer: waiting 0 s", what)
+        return 0.0
+    number = _as_number(value)
+    if number is None or math.isnan(number):
+        shown = excerpt(value, 40) if isinstance(value, str) else type(value).__name__
+        logger.warning("%s from the server is not a number (%s): waiting 0 s", what, shown)
+        return 0.0
+    if number < 0:
+        logger.warning("%s from the server is negative (%g s): waiting 0 s", what, number)
+        return 0.0
+    if number > MAX_SERVER_WAIT:
+        logger.warning(
+            "%s from the server is %g s, above the %g s maximum: waiting %g s",
+            what,
+            number,
+            MAX_SERVER_WAIT,
+            MAX_SERVER_WAIT,
+        )
+        return MAX_SERVER_WAIT
+    return number
+
+
+#: The longest ``p-ticket`` we send back. Tickets are short opaque tokens; a longer value is
+#: not one, and echoing it would make every resend as large as the server's mistake.
+MAX_TICKET_LENGTH = 4096
+
+
+def server_ticket(value: object) -> str | None:
+    """The ``p-ticket`` to present on the resend, or ``None`` when the server's is unusable.
+
+    A string (or an integer, which some JSON producers emit for numeric ids) is used as
+    given. Anything else is logged and dropped: the request is then resent without a ticket
+    after its wait, and a server that insists answers with a new penalty. Never raises.
+    """
+    if isinstance(value, str) and len(value) <= MAX_TICKET_LENGTH:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**100:
+        return str(value)
+    logger.warning(
+        "p-ticket from the server is not a usable ticket (%s): resending without one",
+        f"{len(value)} chars" if isinstance(value, str) else type(value).__name__,
+    )
+    return None
 
 
 class Priority(enum.IntEnum):
@@ -278,15 +364,20 @@ class RequestScheduler:
         self.governor.record(chosen.endpoint, now)
         return chosen, 0.0
 
-    def on_penalty(self, job: Job, ticket: str, p_time: float, now: float) -> float:
+    def on_penalty(self, job: Job, ticket: str | None, p_time: object, now: float) -> float:
         """A ``p-ticket`` answer: pause the pipeline, park ``job`` first in line with its ticket.
 
         Repeated penalties on one request wait longer (``p-time`` doubled each time), as
-        Tradovate lengthens back-off for repeat offenders (P-RL).
+        Tradovate lengthens back-off for repeat offenders (P-RL). ``p_time`` is the server's
+        value as received, validated and clamped here by :func:`server_wait`, and so is the
+        doubled product: no count of penalties pauses longer than :data:`MAX_SERVER_WAIT`
+        (plus the margin).
         """
         job.penalties += 1
         job.ticket = ticket
-        wait: float = max(p_time, 0.0) * 2.0 ** (job.penalties - 1) + PENALTY_MARGIN
+        base = server_wait(p_time, what="p-time")
+        doublings = min(job.penalties - 1, _MAX_DOUBLINGS)
+        wait = min(base * 2.0**doublings, MAX_SERVER_WAIT) + PENALTY_MARGIN
         self.penalty.paused_until = max(self.penalty.paused_until, now + wait)
         self.penalty.penalties += 1
         self.requeue(job)
@@ -319,47 +410,70 @@ class RequestScheduler:
     def load_penalty(self, data: bytes, now: float, wall: datetime) -> None:
         """Resume a pause or lockout saved by :meth:`dump_penalty` (possibly by another process).
 
+        The file is input we did not check when it was written (another version, another
+        process, a hand edit, a torn write), so it is validated as server input is: any
+        content either loads or raises :class:`ConfigError`, and what loads is clamped. A
+        saved lockout lasts at most ``lockout`` seconds from now and a saved pause at most
+        :data:`MAX_SERVER_WAIT`, so a file claiming a lockout until the year 9999 costs one
+        lockout, not the engine.
+
         Raises:
-            ConfigError: the saved state is not what :meth:`dump_penalty` writes.
+            ConfigError: the content is not what :meth:`dump_penalty` writes; the message
+                says the file is corrupt and may be deleted.
         """
         try:
             saved = orjson.loads(data)
-            paused = saved.get("paused_until")
-            locked = saved.get("lockout_until")
-            reason = str(saved.get("lockout_reason") or "")
-        except (orjson.JSONDecodeError, AttributeError) as exc:
-            raise ConfigError(f"penalty state file is not valid: {exc}") from None
+        except orjson.JSONDecodeError as exc:
+            raise _corrupt(f"not JSON ({exc.msg})") from None
+        if not isinstance(saved, dict):
+            raise _corrupt(f"a JSON {type(saved).__name__}, not an object")
+        reason = saved.get("lockout_reason", "")
+        if reason is None:
+            reason = ""
+        if not isinstance(reason, str):
+            raise _corrupt("lockout_reason is not text")
+        paused = _saved_wait(saved.get("paused_until"), "paused_until", wall)
+        locked = _saved_wait(saved.get("lockout_until"), "lockout_until", wall)
+        if paused > MAX_SERVER_WAIT:
+            logger.warning(
+                "penalty state file: pause of %.0f s shortened to %g s", paused, MAX_SERVER_WAIT
+            )
+            paused = MAX_SERVER_WAIT
+        if locked > self.lockout:
+            logger.warning(
+                "penalty state file: lockout of %.0f s shortened to %g s", locked, self.lockout
+            )
+            locked = self.lockout
+        if paused > 0:
+            self.penalty.paused_until = max(self.penalty.paused_until, now + paused)
+        if locked > 0:
+            self.penalty.lockout_until = max(self.penalty.lockout_until, now + locked)
+            self.penalty.lockout_reason = reason[:200]
 
-        def trio_at(text: Any) -> float:
-            if not isinstance(text, str):
-                return 0.0
-            try:
-                moment = datetime.fromisoformat(text)
-            except ValueError:
-                raise ConfigError(f"penalty state file has a bad time {text!r}") from None
-            return now + (moment - wall).total_seconds()
 
-        self.penalty.paused_until = max(self.penalty.paused_until, trio_at(paused))
-        lockout_until = trio_at(locked)
-        if lockout_until > now:
-            self.penalty.lockout_until = max(self.penalty.lockout_until, lockout_until)
-            self.penalty.lockout_reason = reason
+def _corrupt(why: str) -> ConfigError:
+    return ConfigError(
+        f"penalty state file is corrupt ({why}); delete it to start without a saved penalty"
+    )
 
 
-#: The longest wait a server-supplied number may impose (``p-time``): longer is clamped.
-MAX_SERVER_WAIT = 3600.0
+def _saved_wait(value: Any, name: str, wall: datetime) -> float:
+    """Seconds from ``wall`` until the saved deadline ``value`` (<= 0: none or passed).
 
-
-def server_wait(value: Any, *, what: str) -> float:
-    """A wait the server asked for, as seconds in ``[0, MAX_SERVER_WAIT]``; never raises."""
-    try:
-        seconds = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError, OverflowError):
-        seconds = math.nan
-    if not math.isfinite(seconds) and seconds != math.inf:
-        logger.warning("%s is not a number (%r): waiting 0 s", what, value)
+    Raises:
+        ConfigError: ``value`` is neither ``null`` nor an ISO time comparable with ``wall``.
+    """
+    if value is None:
         return 0.0
-    clamped = min(max(seconds, 0.0), MAX_SERVER_WAIT)
-    if clamped != seconds:
-        logger.warning("%s of %r s clamped to %g s", what, value, clamped)
-    return clamped
+    if not isinstance(value, str):
+        raise _corrupt(f"{name} is not a time")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _corrupt(f"{name} is not an ISO time: {excerpt(value, 40)}") from None
+    if (moment.tzinfo is None) != (wall.tzinfo is None):
+        raise _corrupt(f"{name} {excerpt(value, 40)} and the wall clock disagree on time zones")
+    try:
+        return (moment - wall).total_seconds()
+    except OverflowError:  # pragma: no cover - datetime differences stay within timedelta
+        raise _corrupt(f"{name} is out of range") from None

@@ -69,7 +69,7 @@ from .protocol import (
     parse_entity_event,
     parse_frame,
 )
-from .scheduler import PENALTY_MARGIN, server_wait
+from .scheduler import PENALTY_MARGIN, server_ticket, server_wait
 from .statechart import Node, Trigger
 
 logger = logging.getLogger("trio_tradovate.session")
@@ -595,12 +595,11 @@ class SyncSession(Session):
                 return Fault("sync_penalized", error, min_delay=lockout, lockout="captcha")
             wait = server_wait(data.get("p-time"), what="user/syncrequest p-time")
             error = Penalized(f"user/syncrequest penalised for {wait:g} s")
-            ticket = data["p-ticket"]
             return Fault(
                 "sync_penalized",
                 error,
                 min_delay=wait + PENALTY_MARGIN,
-                ticket=ticket if isinstance(ticket, str) else excerpt(str(ticket), 200),
+                ticket=server_ticket(data["p-ticket"]),
             )
         if response.status != 200 or not isinstance(data, dict):
             text = data if isinstance(data, str) else "not an object"

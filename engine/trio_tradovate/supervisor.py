@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 import trio
 
 from . import auth
+from .boundary import classify_connect_error
 from .config import EngineConfig, SyncOptions
 from .errors import (
     AuthenticationError,
@@ -47,7 +48,6 @@ from .errors import (
     EngineStopped,
     Penalized,
     TradovateError,
-    classify_connect_error,
 )
 from .pipeline import Outbound, RequestPipeline
 from .protocol import HEARTBEAT_FRAME

@@ -17,7 +17,7 @@ from typing import Protocol, cast
 import trio
 import trio_websocket
 
-from .errors import ClosedByServer
+from .boundary import map_exceptions
 
 
 class Connector(Protocol):
@@ -96,15 +96,11 @@ class WebSocketLink:
         """The next message.
 
         Raises:
-            ClosedByServer: the websocket closed (code 1006 when no close frame came).
+            ~trio_tradovate.errors.ClosedByServer: the websocket closed (code 1006 when no
+                close frame came), mapped by :mod:`.boundary`.
         """
-        try:
+        with map_exceptions():  # trio_websocket.ConnectionClosed -> ClosedByServer
             return await self._ws.get_message()
-        except trio_websocket.ConnectionClosed as exc:
-            reason = exc.reason
-            if reason is None:
-                raise ClosedByServer(1006, "no close reason") from exc
-            raise ClosedByServer(reason.code, reason.reason or reason.name) from exc
 
     async def send(self, text: str) -> None:
         """Send one text message; nothing happens on a closed socket."""

@@ -8,13 +8,13 @@ import pytest
 import trio
 
 from trio_tradovate import EngineConfig, State, TcpConnector, open_engine
+from trio_tradovate.boundary import classify_connect_error
 from trio_tradovate.errors import (
     ConnectionRefused,
     ConnectTimeout,
     DNSError,
     HandshakeRejected,
     TLSError,
-    classify_connect_error,
 )
 from trio_tradovate.sim import Simulator
 from trio_tradovate.testing import ScriptedConnector
