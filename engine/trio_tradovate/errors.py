@@ -4,7 +4,7 @@ The tree (``Fault`` kinds used in transition records are in brackets)::
 
     TradovateError
     ├── ConfigError                  a caller's bad argument; also a ValueError
-    ├── InvalidTransition            a trigger the declared statechart does not allow (a bug)
+    ├── InvalidTransition            reserved: the tables are total, so the engine never raises it
     ├── ProtocolError                abstract: someone broke the wire protocol
     │   ├── LocalProtocolError       we were asked to send something the protocol cannot carry
     │   └── RemoteProtocolError      the server sent something we cannot parse: counted as
