@@ -82,6 +82,16 @@ async def test_a_well_behaved_server_passes(autojump_clock: trio.testing.MockClo
     script = fixed_script("well behaved", [connection(0, *steps, live_for=30, ending="tcp_close")])
     report = await run_script(0, script)
     assert report.attempts >= 2
+    assert report.store_checks > 0  # the store invariant really ran
+
+
+async def test_the_store_invariant_runs_in_most_generated_scripts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    checked = 0
+    for seed in QUICK_SEEDS[:30]:
+        checked += (await run_script(seed)).store_checks > 0
+    assert checked >= 10, checked
 
 
 def test_a_script_is_a_pure_function_of_its_seed() -> None:
