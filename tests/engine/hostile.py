@@ -131,7 +131,7 @@ def _name(value: Any) -> str:
 def assert_declared(engine: Engine) -> None:
     """(b) Every transition record is a declared move of its table (by node, not only by
     public state: ``syncing.paced -> syncing.sent`` must be a row too)."""
-    tables = {
+    tables: dict[str, statechart.Table[Any, Any]] = {
         statechart.CONNECTION_TABLE.name: statechart.CONNECTION_TABLE,
         statechart.PENALTY_TABLE.name: statechart.PENALTY_TABLE,
     }
