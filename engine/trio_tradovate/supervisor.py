@@ -341,21 +341,25 @@ class SocketSupervisor:
         ended: Fault | None = None
         try:
             while True:
-                message: str | bytes | None = None
+                messages: list[str | bytes] = []
                 try:
                     with trio.move_on_at(session.next_deadline()):
-                        message = await link.receive()
+                        messages = await link.receive_messages()
                 except ClosedByServer as exc:
                     events: list[SessionEvent] = [
                         ConnectionEnded(closed_fault(exc.code, exc.reason))
                     ]
                 else:
                     now = trio.current_time()
-                    if message is None:
+                    if not messages:
                         events = session.expire(now)
                     else:
-                        counters["frames_received"] += 1
-                        events = session.receive(message, now)
+                        counters["frames_received"] += len(messages)
+                        events = [
+                            event
+                            for message in messages
+                            for event in session.receive(message, now)
+                        ]
                 for event in events:
                     if isinstance(event, ENDING_TYPES):
                         if self._chart.outcome_of(event.trigger) is not Outcome.MOVE:

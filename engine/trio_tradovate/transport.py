@@ -92,6 +92,15 @@ class WebSocketLink:
         )
         return cls(ws)
 
+    async def receive_messages(self) -> list[str | bytes]:
+        """The next messages: at least one, and every one that is already here, so a backed-up
+        socket is drained in batches (trio-websocket hands them over one at a time).
+
+        Raises:
+            ~trio_tradovate.errors.ClosedByServer: as :meth:`receive`.
+        """
+        return [await self.receive()]
+
     async def receive(self) -> str | bytes:
         """The next message.
 
