@@ -28,10 +28,11 @@ record sink. It never touches the engine itself.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -342,25 +343,21 @@ class SocketSupervisor:
         try:
             while True:
                 messages: list[str | bytes] = []
+                batches: Iterable[list[SessionEvent]]
                 try:
                     with trio.move_on_at(session.next_deadline()):
                         messages = await link.receive_messages()
                 except ClosedByServer as exc:
-                    events: list[SessionEvent] = [
-                        ConnectionEnded(closed_fault(exc.code, exc.reason))
-                    ]
+                    batches = [[ConnectionEnded(closed_fault(exc.code, exc.reason))]]
                 else:
                     now = trio.current_time()
                     if not messages:
-                        events = session.expire(now)
+                        batches = [session.expire(now)]
                     else:
                         counters["frames_received"] += len(messages)
-                        events = [
-                            event
-                            for message in messages
-                            for event in session.receive(message, now)
-                        ]
-                for event in events:
+                        # lazily: each message is read after the previous one's events fired
+                        batches = (session.receive(message, now) for message in messages)
+                for event in itertools.chain.from_iterable(batches):
                     if isinstance(event, ENDING_TYPES):
                         if self._chart.outcome_of(event.trigger) is not Outcome.MOVE:
                             self._fire(event.trigger, event.fault.describe(), event)
