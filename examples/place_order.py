@@ -21,8 +21,8 @@ import trio
 import trio.lowlevel
 
 from trio_tradovate import (
+    ChangeStream,
     Engine,
-    EntityChange,
     OutcomeUnknown,
     RequestError,
     State,
@@ -61,7 +61,7 @@ def order_body(engine: Engine, quantity: int = 1) -> dict[str, Any]:
 
 async def wait_for_entity(
     engine: Engine,
-    changes: trio.MemoryReceiveChannel[EntityChange],
+    changes: ChangeStream,
     entity_type: str,
     entity_id: int,
     limit: float,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from trio_tradovate import EngineConfig, EntityChange
+from trio_tradovate import ChangeStream, EngineConfig
 from trio_tradovate.sim import SimConfig, Simulator, open_simulator
 
 
@@ -53,7 +53,7 @@ async def settle(simulator: Simulator) -> None:
 
 
 async def rebuild_from_changes(
-    changes: trio.MemoryReceiveChannel[EntityChange], quiet: float = 1.0
+    changes: ChangeStream, quiet: float = 1.0
 ) -> dict[tuple[str, int], dict[str, Any]]:
     """Apply every change waiting on ``changes`` (until ``quiet`` seconds pass without one),
     as an application that knows nothing but the change stream would."""

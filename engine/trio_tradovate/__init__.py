@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import ENVIRONMENTS, BackoffPolicy, Credentials, EngineConfig, SyncOptions
+    from .delivery import ChangeStream
     from .engine import Engine, open_engine
     from .errors import (
         AuthenticationError,
@@ -57,6 +58,7 @@ _SOURCES: dict[str, str] = {
     "AuthenticationTimeout": "errors",
     "BackoffPolicy": "config",
     "CaptchaRequired": "errors",
+    "ChangeStream": "delivery",
     "ClosedByServer": "errors",
     "ConfigError": "errors",
     "ConnectError": "errors",
@@ -120,6 +122,7 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EngineStopped",
+    "ChangeStream",
     "EntityChange",
     "EntityStore",
     "HandshakeRejected",

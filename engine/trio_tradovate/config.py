@@ -274,6 +274,11 @@ class EngineConfig:
     #: Where to keep the ids of fills already announced, so a restart never announces a fill
     #: twice (``None``: within one process only).
     checkpoint_file: Path | None = None
+    #: Keep the garbage collector off snapshots: paused while a frame of 1 MiB or more is
+    #: parsed and applied, ``gc.freeze()`` once a snapshot is applied, ``gc.unfreeze()`` when
+    #: its connection ends (see ``collector.py``). Process-wide: turn it off if the
+    #: application manages the collector itself.
+    gc_discipline: bool = True
     #: How many transition records :attr:`Engine.transitions` keeps (the oldest go first).
     transition_log_size: int = 10_000
     #: Where to append every transition record as a JSON line (the full history).

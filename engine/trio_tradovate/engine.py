@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 :func:`open_engine` builds one :class:`Engine` and runs, in one nursery, the things every
-socket shares: the token keeper's background renewal, the penalty region's clock, and the
-delivery task that feeds the consumer channel from the change feed. Then it runs one
+socket shares: the token keeper's background renewal and the penalty region's clock; the
+consumer pulls changes from the change feed itself (``delivery.ChangeStream``). Then it runs one
 :class:`~trio_tradovate.supervisor.SocketSupervisor` per socket (one by default; ``shards=N``
 spreads the sync stream over N sockets). Each supervisor gets a narrow
 :class:`~trio_tradovate.supervisor.SocketContext` (token source, store writer, request
@@ -36,7 +36,9 @@ import orjson
 import trio
 
 from . import auth
+from .collector import CollectorDiscipline
 from .config import EngineConfig
+from .delivery import ChangeStream
 from .errors import ConfigError, EngineStopped, TradovateError
 from .feed import ChangeFeed, FillLedger
 from .penalty import PenaltyRegion
@@ -44,7 +46,7 @@ from .pipeline import Request, RequestPipeline
 from .protocol import encode_request
 from .scheduler import Priority, RateGovernor, RequestScheduler, classify
 from .statechart import State, TransitionRecord
-from .store import EntityChange, EntityStore
+from .store import EntityStore
 from .supervisor import SocketContext, SocketSupervisor
 from .transport import TcpConnector
 from .views import StoreViews
@@ -145,11 +147,8 @@ class Engine:
                 weakref.ref[trio.MemoryReceiveChannel[TransitionRecord]],
             ]
         ] = []
-        self._events_send, self._events_recv = trio.open_memory_channel[EntityChange](
-            config.event_buffer
-        )
-        self._feed = ChangeFeed(FillLedger(config.checkpoint_file))
-        self._feed_wake = trio.Event()
+        self._feed = ChangeFeed(FillLedger(config.checkpoint_file), window=config.event_buffer)
+        self._changes = ChangeStream(self._feed, batch=config.event_buffer)
         entity_types = (
             frozenset(config.sync.entity_types) if config.sync.entity_types is not None else None
         )
@@ -158,7 +157,7 @@ class Engine:
             self._feed,
             entity_types=entity_types,
             counters=self.counters,
-            wake=self._wake_delivery,
+            wake=self._changes.wake,
         )
         self._scheduler = RequestScheduler(
             RateGovernor(config.rate_limits), lockout=config.lockout_seconds
@@ -185,6 +184,7 @@ class Engine:
             counters=self.counters,
             on_record=self._on_record,
             wall_clock=self._wall_stamp,
+            collector=CollectorDiscipline(config.gc_discipline),
         )
         #: One supervisor per socket; a single one unless ``config.shards`` says otherwise.
         self.shards = tuple(
@@ -238,15 +238,16 @@ class Engine:
                 return shard.stop_error
         return None
 
-    def events(self) -> trio.MemoryReceiveChannel[EntityChange]:
+    def events(self) -> ChangeStream:
         """The stream of entity changes, from the first snapshot on (there is only one).
 
         Applying every change received, in order, rebuilds exactly the store's state. The
-        channel is bounded (``event_buffer``); behind it, a consumer that falls behind gets
-        changes coalesced per entity (``coalesced=True``) instead of an ever-growing backlog,
-        and the reader never waits for it (see ``docs/state-recovery.md``).
+        latest ``event_buffer`` changes wait as they came; behind them, a consumer that falls
+        behind gets changes coalesced per entity (``coalesced=True``) instead of an
+        ever-growing backlog, and the reader never waits for it. ``receive_batch()`` takes
+        everything waiting at once (see ``docs/state-recovery.md``).
         """
-        return self._events_recv
+        return self._changes
 
     def watch_transitions(self, buffer: int = 256) -> trio.MemoryReceiveChannel[TransitionRecord]:
         """A channel that receives every later transition record.
@@ -353,33 +354,10 @@ class Engine:
             logger.warning("%s waits %.0f s for its rate budget", endpoint, wait)
             await trio.sleep(wait)
 
-    def _wake_delivery(self) -> None:
-        self._feed_wake.set()
-
-    async def _deliver(self) -> None:
-        """Move changes from the feed to the consumer channel, at the consumer's pace."""
-        saved_at = trio.current_time()
-        while True:
-            if trio.current_time() - saved_at >= 1.0:  # checkpoint at most once a second
-                self._feed.ledger.save()
-                saved_at = trio.current_time()
-            change = self._feed.pop()
-            if change is None:
-                self._feed.ledger.save()  # caught up: a good moment
-                saved_at = trio.current_time()
-                await self._feed_wake.wait()
-                self._feed_wake = trio.Event()
-                continue
-            try:
-                await self._events_send.send(change)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return  # the consumer closed its end; the store keeps updating
-
     async def _supervise(self) -> None:
         try:
             async with trio.open_nursery() as shared:
                 shared.start_soon(self._keeper.run)
-                shared.start_soon(self._deliver)
                 shared.start_soon(self._penalty.run)
                 async with trio.open_nursery() as sockets:
                     for shard in self.shards:
@@ -390,10 +368,9 @@ class Engine:
 
     def _shut_down(self) -> None:
         """The one shutdown, synchronous so it runs however the engine is left."""
-        self._feed.ledger.save()
         error = self.stop_error
         self._pipeline.stop(EngineStopped(self.stop_reason or "stopped", error))
-        self._events_send.close()
+        self._changes.end()  # saves the fill checkpoint
         for send, _ in self._watchers:
             send.close()
         self._watchers.clear()

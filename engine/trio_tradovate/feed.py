@@ -4,11 +4,13 @@ Theory of operation
 -------------------
 The reader must never wait for the application: while it waits, it cannot read the answer to
 an order cancellation either. So the reader hands every :class:`EntityChange` to a
-:class:`ChangeFeed` (synchronous, never blocks) and a separate delivery task moves changes
-from the feed into the bounded consumer channel.
+:class:`ChangeFeed` (synchronous, never blocks), and the consumer takes changes out of it
+directly (``delivery.ChangeStream``), one at a time or in batches: no task and no channel sit
+in between.
 
-While the consumer keeps up, the feed holds nothing and every change passes through in order.
-When it falls behind, changes wait in the feed, **coalesced per entity**: a second change to
+While the consumer keeps up, every change passes through in order, as it came: the latest
+``window`` changes (``EngineConfig.event_buffer``) are admitted uncoalesced. When it falls
+further behind, changes wait in the feed, **coalesced per entity**: a second change to
 an entity that is still waiting replaces the first, keeping its place in line. The feed
 therefore never holds more than one change per entity, whatever the event rate: memory is
 bounded by the size of the account, not by the backlog. A merged change is marked
@@ -29,7 +31,7 @@ fills a previous process already delivered.
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -80,7 +82,11 @@ class FillLedger:
 class ChangeFeed:
     """The waiting room between the store and the consumer channel (see module docstring)."""
 
-    def __init__(self, ledger: FillLedger | None = None) -> None:
+    def __init__(self, ledger: FillLedger | None = None, *, window: int = 0) -> None:
+        #: Changes admitted for the consumer, oldest first: the ``window`` most recent changes
+        #: are kept as they came (no coalescing) while the consumer keeps up.
+        self._ready: deque[EntityChange] = deque()
+        self.window = window
         self._waiting: OrderedDict[EntityKey, EntityChange] = OrderedDict()
         #: What the consumer holds: the last value delivered per entity (shared, read-only
         #: mappings from the store, so this costs references, not copies).
@@ -96,10 +102,16 @@ class ChangeFeed:
         self.high_water = 0
 
     def __len__(self) -> int:
-        return len(self._waiting)
+        return len(self._ready) + len(self._waiting)
 
     def push(self, change: EntityChange) -> None:
-        """Queue ``change``, merging it into one still waiting for the same entity."""
+        """Queue ``change``: admitted as it is while fewer than ``window`` changes wait and none
+        is coalescing; otherwise merged into one still waiting for the same entity."""
+        if not self._waiting and len(self._ready) < self.window:
+            admitted = self._admit(change)
+            if admitted is not None:
+                self._ready.append(admitted)
+            return
         key = (change.entity_type, change.entity_id)
         waiting = self._waiting.get(key)
         if change.event_type == "Deleted" and key not in self._delivered:
@@ -118,24 +130,49 @@ class ChangeFeed:
 
     def pop(self) -> EntityChange | None:
         """The oldest waiting change that changes what the consumer holds, or ``None``."""
+        if self._ready:
+            return self._ready.popleft()
         while self._waiting:
-            key, change = self._waiting.popitem(last=False)
-            held = self._delivered.get(key)
-            if change.event_type == "Deleted":
-                if held is None:
-                    self.no_ops += 1
-                    continue
-                del self._delivered[key]
-                return replace(change, entity=held)
-            if held is not None and (held is change.entity or held == change.entity):
-                self.no_ops += 1
-                continue
-            if held is None and change.entity_type == "fill":
-                if change.entity_id in self.ledger:
-                    self.repeated_fills += 1
-                    continue
-                self.ledger.add(change.entity_id)
-            self._delivered[key] = change.entity
-            kind = "Created" if held is None else "Updated"
-            return change if change.event_type == kind else replace(change, event_type=kind)
+            _, change = self._waiting.popitem(last=False)
+            admitted = self._admit(change)
+            if admitted is not None:
+                return admitted
         return None
+
+    def pop_many(self, limit: int) -> list[EntityChange]:
+        """Up to ``limit`` changes, oldest first (what :meth:`pop` would give one by one)."""
+        ready = self._ready
+        if len(ready) <= limit and not self._waiting:
+            batch = list(ready)  # the common case when backed up a little: one list copy
+            ready.clear()
+            return batch
+        batch = []
+        while len(batch) < limit:
+            change = self.pop()
+            if change is None:
+                break
+            batch.append(change)
+        return batch
+
+    def _admit(self, change: EntityChange) -> EntityChange | None:
+        """``change`` relative to what the consumer holds, or ``None`` when it changes nothing
+        for the consumer (records what the consumer will hold once it is given)."""
+        key = (change.entity_type, change.entity_id)
+        held = self._delivered.get(key)
+        if change.event_type == "Deleted":
+            if held is None:
+                self.no_ops += 1
+                return None
+            del self._delivered[key]
+            return replace(change, entity=held)
+        if held is not None and (held is change.entity or held == change.entity):
+            self.no_ops += 1
+            return None
+        if held is None and change.entity_type == "fill":
+            if change.entity_id in self.ledger:
+                self.repeated_fills += 1
+                return None
+            self.ledger.add(change.entity_id)
+        self._delivered[key] = change.entity
+        kind = "Created" if held is None else "Updated"
+        return change if change.event_type == kind else replace(change, event_type=kind)

@@ -41,6 +41,7 @@ import trio
 
 from . import auth
 from .boundary import classify_connect_error
+from .collector import CollectorDiscipline
 from .config import EngineConfig, SyncOptions
 from .errors import (
     AuthenticationError,
@@ -130,6 +131,7 @@ class SocketContext:
     counters: Counter[str]
     on_record: Callable[[TransitionRecord], None]
     wall_clock: Callable[[], str]
+    collector: CollectorDiscipline
 
 
 class SocketSupervisor:
@@ -357,16 +359,20 @@ class SocketSupervisor:
                         counters["frames_received"] += len(messages)
                         # lazily: each message is read after the previous one's events fired
                         batches = (session.receive(message, now) for message in messages)
-                for event in itertools.chain.from_iterable(batches):
-                    if isinstance(event, ENDING_TYPES):
-                        if self._chart.outcome_of(event.trigger) is not Outcome.MOVE:
-                            self._fire(event.trigger, event.fault.describe(), event)
-                            continue
-                        result = self._end(event, token)
-                        ended = result[0]
-                        return result
-                    await self._step(event, session, link, outbound, nursery, sender_scope, ticket)
+                with ctx.collector.around([len(message) for message in messages]):
+                    for event in itertools.chain.from_iterable(batches):
+                        if isinstance(event, ENDING_TYPES):
+                            if self._chart.outcome_of(event.trigger) is not Outcome.MOVE:
+                                self._fire(event.trigger, event.fault.describe(), event)
+                                continue
+                            result = self._end(event, token)
+                            ended = result[0]
+                            return result
+                        await self._step(
+                            event, session, link, outbound, nursery, sender_scope, ticket
+                        )
         finally:
+            ctx.collector.connection_ended()
             sender_scope.cancel()
             cause = ended.error if ended is not None else EngineStopped("closing")
             ctx.pipeline.connection_lost(outbound, cause)
@@ -425,6 +431,8 @@ class SocketSupervisor:
             ctx.writer.snapshot(
                 snapshot, session.take_buffered(), generation=generation, owner=self.index
             )
+            del snapshot
+            ctx.collector.snapshot_applied()
             self._policy.went_live(trio.current_time())
             nursery.start_soon(self._sender, link, outbound, sender_scope)
 

@@ -1,0 +1,165 @@
+"""The consumer's end: one task boundary from socket to consumer, batches when behind, the
+same guarantees as single changes; and the collector kept off snapshots."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+import trio
+
+from trio_tradovate import ChangeStream, EntityChange, State, open_engine
+from trio_tradovate.collector import LARGE_FRAME, CollectorDiscipline
+from trio_tradovate.feed import ChangeFeed
+from trio_tradovate.sim import SimConfig, Simulator, open_simulator
+from trio_tradovate.store import EntityChange as Change
+
+from ..conftest import config_for, settle
+
+
+def change(entity_id: int, n: int, kind: str = "Updated") -> Change:
+    return Change("order", entity_id, kind, {"id": entity_id, "n": n}, False, 1)
+
+
+def test_the_window_keeps_changes_as_they_came_and_coalesces_behind_it() -> None:
+    feed = ChangeFeed(window=4)
+    feed.push(change(1, 0, "Created"))
+    for n in range(1, 10):
+        feed.push(change(1, n))  # the consumer reads nothing meanwhile
+    batch = feed.pop_many(100)
+    assert [c.entity["n"] for c in batch] == [0, 1, 2, 3, 9]  # 4 as they came, then the last
+    assert [c.coalesced for c in batch] == [False, False, False, False, True]
+    assert feed.pop_many(100) == []
+    assert feed.coalesced == 5
+
+
+def test_pop_many_gives_what_pop_gives_one_by_one() -> None:
+    for window in (0, 3, 1000):
+        one, many = ChangeFeed(window=window), ChangeFeed(window=window)
+        for feed in (one, many):
+            for n in range(50):
+                kind = "Deleted" if n % 7 == 6 else "Updated"
+                feed.push(change(n % 5, n, kind))
+        singles = []
+        while (item := one.pop()) is not None:
+            singles.append(item)
+        batches: list[Change] = []
+        while batch := many.pop_many(4):
+            batches.extend(batch)
+        assert singles == batches
+
+
+async def test_batches_rebuild_the_store_exactly(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_engine(config_for(sim, event_buffer=8)) as engine:
+        changes = engine.events()
+        assert isinstance(changes, ChangeStream)
+        await engine.wait_for(State.LIVE)
+        await trio.sleep(120)  # the consumer is behind: batches come coalesced
+        await settle(sim)
+        rebuilt: dict[tuple[str, int], dict[str, object]] = {}
+        sizes = []
+        while changes.statistics()["waiting"]:
+            batch = await changes.receive_batch()
+            sizes.append(len(batch))
+            for item in batch:
+                key = (item.entity_type, item.entity_id)
+                if item.event_type == "Deleted":
+                    del rebuilt[key]
+                else:
+                    rebuilt[key] = dict(item.entity)
+        assert rebuilt == engine.store.as_dict() == sim.truth()
+        assert max(sizes) > 1  # things moved in batches
+        with pytest.raises(ValueError, match="max_items"):
+            await changes.receive_batch(0)
+
+
+async def test_the_stream_ends_after_the_engine_and_close_is_final(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_engine(config_for(sim)) as engine:
+        changes = engine.events()
+        await engine.wait_for(State.LIVE)
+        await trio.sleep(5)
+    taken: list[EntityChange] = [c async for c in changes]  # what was waiting, then the end
+    assert taken
+    with pytest.raises(trio.EndOfChannel):
+        await changes.receive()
+    async with open_engine(config_for(sim)) as engine:
+        closing = engine.events()
+        await engine.wait_for(State.LIVE)
+        await closing.aclose()
+        with pytest.raises(trio.ClosedResourceError):
+            await closing.receive()
+        await trio.sleep(5)
+        assert engine.state is State.LIVE  # the store keeps updating
+
+
+def _tasks(root: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
+    yield root
+    for nursery in root.child_nurseries:
+        for child in nursery.child_tasks:
+            yield from _tasks(child)
+
+
+async def test_one_task_stands_between_the_socket_and_the_consumer(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The supervisor reads the socket and writes the store; the consumer pulls from the feed.
+    No delivery task, no channel: the engine's own tasks are the ones named here."""
+    async with open_engine(config_for(sim)) as engine:
+        await engine.wait_for(State.LIVE)
+        names = {task.name.rsplit(".", 1)[-1] for task in _tasks(trio.lowlevel.current_root_task())}
+    assert "_deliver" not in names
+    engine_tasks = {
+        n for n in names if n in {"_supervise", "_run_shard", "run", "_heartbeat", "_sender"}
+    }
+    assert engine_tasks == {"_supervise", "_run_shard", "run", "_heartbeat", "_sender"}
+
+
+def test_the_collector_is_paused_only_for_large_frames_and_restored() -> None:
+    discipline = CollectorDiscipline(enabled=True)
+    with discipline.around([100, 200]):
+        assert gc.isenabled()
+    with discipline.around([100, LARGE_FRAME]):
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with discipline.around([LARGE_FRAME]):
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the application's choice is kept
+    finally:
+        gc.enable()
+    with CollectorDiscipline(enabled=False).around([LARGE_FRAME]):
+        assert gc.isenabled()
+
+
+async def test_a_large_snapshot_sets_off_no_full_collection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    full: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            full.append(1)
+
+    async with open_simulator(SimConfig(seed=1, accounts=10_000, activity_interval=None)) as sim:
+        config = config_for(sim, max_message_size=64 << 20)
+        gc.collect()
+        gc.callbacks.append(count)
+        try:
+            async with open_engine(config) as engine:
+                await engine.wait_for(State.LIVE)
+                assert len(engine.store) > 20_000
+                assert full == []
+                assert gc.get_freeze_count() > len(engine.store)  # the snapshot is frozen
+                assert gc.isenabled()
+                await sim.drop_connections()
+                await engine.wait_for(State.BACKOFF)
+                assert gc.get_freeze_count() == 0  # given back when the connection ended
+        finally:
+            gc.callbacks.remove(count)
+            gc.unfreeze()
