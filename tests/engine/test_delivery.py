@@ -111,7 +111,9 @@ async def test_one_task_stands_between_the_socket_and_the_consumer(
     No delivery task, no channel: the engine's own tasks are the ones named here."""
     async with open_engine(config_for(sim)) as engine:
         await engine.wait_for(State.LIVE)
-        names = {task.name.rsplit(".", 1)[-1] for task in _tasks(trio.lowlevel.current_root_task())}
+        root = trio.lowlevel.current_root_task()
+        assert root is not None
+        names = {task.name.rsplit(".", 1)[-1] for task in _tasks(root)}
     assert "_deliver" not in names
     engine_tasks = {
         n for n in names if n in {"_supervise", "_run_shard", "run", "_heartbeat", "_sender"}
