@@ -299,6 +299,10 @@ def parse_entity_event(data: Any) -> EntityEvent:
         raise RemoteProtocolError("props event without a string entityType", _dump(data))
     if event_type not in ENTITY_EVENT_TYPES:
         raise RemoteProtocolError("props event with an unknown eventType", _dump(data))
+    if type(entity) is dict:  # the common case: one entity, no list made for it
+        if type(entity.get("id")) is not int:
+            raise RemoteProtocolError("props entity without an integer id", _dump(data))
+        return EntityEvent(entity_type, event_type, (entity,))
     entities: list[Mapping[str, Any]] = []
     for item in entity if isinstance(entity, list) else [entity]:
         if not isinstance(item, dict) or not _is_int(item.get("id")):

@@ -114,13 +114,19 @@ class EntityStore:
     ) -> list[EntityChange]:
         """Apply one ``props`` event from socket ``owner``; return what actually changed."""
         changes: list[EntityChange] = []
+        entity_type, event_type = event.entity_type, event.event_type
+        owners_of = self._owners
         for raw in event.entities:
-            key = (event.entity_type, int(raw["id"]))
-            if event.event_type == "Deleted":
-                self._owners.pop(key, None)
+            key = (entity_type, raw["id"])  # an int: parse_entity_event checked it
+            if event_type == "Deleted":
+                owners_of.pop(key, None)
             else:
-                self._owners.setdefault(key, set()).add(owner)
-            change = self._apply_one(key, event.event_type, raw, generation, recovered=False)
+                owners = owners_of.get(key)
+                if owners is None:
+                    owners_of[key] = {owner}
+                elif owner not in owners:
+                    owners.add(owner)
+            change = self._apply_one(key, event_type, raw, generation, recovered=False)
             if change is not None:
                 changes.append(change)
         return changes
@@ -145,9 +151,14 @@ class EntityStore:
             return None
         value = MappingProxyType(dict(raw))
         self._entities[key] = value
-        self._by_type.setdefault(key[0], set()).add(key[1])
-        kind = "Created" if current is None else "Updated"
-        return EntityChange(key[0], key[1], kind, value, recovered, generation)
+        if current is None:  # only a new entity changes the index (no set made per event)
+            ids = self._by_type.get(key[0])
+            if ids is None:
+                self._by_type[key[0]] = {key[1]}
+            else:
+                ids.add(key[1])
+            return EntityChange(key[0], key[1], "Created", value, recovered, generation)
+        return EntityChange(key[0], key[1], "Updated", value, recovered, generation)
 
     def apply_snapshot(
         self,
