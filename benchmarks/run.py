@@ -1,266 +1,537 @@
-"""How fast does a ``props`` frame go from websocket text to the entity store?
+"""``make bench``: the side-by-side benchmark of issue 9, on 127.0.0.1, in one run.
 
-Run with ``make bench`` (``.venv/bin/python benchmarks/run.py``). One run measures, on the same
-frames and in the same process:
+It starts the frame server (``bench_server.py``) in its own process, then runs every client
+(``bench_clients.py``) in a process of its own, one at a time, and prints ONE table of
+absolute figures and the ratios issue 9 names, with PASS/FAIL beside each target of its
+point 4 (and point 3, garbage collection). It reports; it never fails on a target (exit 0).
+The same figures go to ``benchmarks/results.json`` (or ``--out``). ``benchmarks/README.md``
+says how each figure is measured.
 
-- ``json.loads``: the stdlib parsing ``a[...]`` frames and nothing else. This is the baseline:
-  any client has to pay at least this to read Tradovate's JSON.
-- ``json.loads + dict``: the baseline plus the least dispatch a client can do (pick ``props``
-  events, key the entity by ``(entityType, id)`` in a dict), without validation.
-- ``parse_frame``: trio-tradovate's sans-I/O frame parser alone (orjson plus typed events).
-- ``full path``: ``parse_frame`` + ``parse_entity_event`` + ``EntityStore.apply_event``, the
-  work the engine's reader does per frame before handing changes to a consumer.
+Sections, in the order they run:
 
-Frames are realistic: 200-300 bytes, one ``props`` event each, the entity types and field
-shapes the simulator generates (cash balances, positions, orders), over a fixed pool of ids so
-most events update an existing entity and every one changes something.
-
-Throughput and the first table's p50/p99 come from batches of ``BATCH`` frames (one
-``perf_counter_ns`` pair per batch, so the timer's own cost is amortised): the percentiles are
-of the per-event mean within each batch, best of ``ROUNDS`` rounds. A second table times every
-event alone, once, to show the tail that batching averages away.
+1. micro: the parse/store/feed micro-benchmark without I/O (``micro.py``, short form);
+2. throughput: ``ROUNDS`` alternating rounds of ``N`` frames per client, medians;
+3. latency: fixed rates (``RATES``), stamp-to-consumer percentiles, engine vs raw client;
+4. snapshot: a ``SNAPSHOT_BYTES`` sync answer, receipt to LIVE vs ``orjson.loads``;
+5. drop-to-live: the server drops the socket ``DROPS`` times;
+6. memory over reconnects, for ``RECONNECT_SECONDS`` (at most ``MAX_RECONNECTS``);
+7. memory over events: RSS at 100,000 and at 1,000,000 changes, or at as many as
+   ``MEMORY_SECONDS`` allow after the first point.
 """
 
 from __future__ import annotations
 
-import gc
-import json
+import argparse
+import os
 import platform
-import random
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import typing
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
+import micro
 import orjson
 
-from trio_tradovate.feed import ChangeFeed
-from trio_tradovate.protocol import Push, parse_entity_event, parse_frame
-from trio_tradovate.store import EntityStore
+HERE = Path(__file__).resolve().parent
+ROUNDS = 3
+N = 60_000
+#: (events per second, seconds); the first half second of each is warm-up, not counted.
+RATES = ((1000, 3.0), (5000, 2.5), (10000, 2.0))
+SNAPSHOT_BYTES = 10 * 2**20
+SNAPSHOT_ROUNDS = 2
+DROPS = 20
+RECONNECT_SECONDS = 8.0
+MAX_RECONNECTS = 10_000
+RECONNECT_WARM = 50
+MEMORY_POINTS = (100_000, 1_000_000)
+MEMORY_SECONDS = 15.0
 
-FRAMES = 50_000
-BATCH = 100
-ROUNDS = 5  # each method runs ROUNDS times over all frames; the best round is reported
-SEED = 20260105
-
-
-def make_frames(count: int, seed: int) -> list[str]:
-    """``a[{"e":"props","d":{...}}]`` frames shaped like the simulator's, 200-300 bytes."""
-    rng = random.Random(seed)
-    frames = []
-    for n in range(count):
-        kind = rng.choice(("cashBalance", "position", "order"))
-        entity: dict[str, Any]
-        if kind == "cashBalance":
-            entity = {
-                "id": 10799000 + rng.randrange(8),
-                "timestamp": f"2026-01-05T14:{30 + n % 30:02d}:{n % 60:02d}.000Z",
-                "accountId": 60320000 + rng.randrange(2),
-                "tradeDate": {"year": 2026, "month": 1, "day": 5},
-                "currencyId": 1,
-                "amount": round(50000 + rng.uniform(-500, 500), 2),
-                "realizedPnL": round(rng.uniform(-500, 500), 2),
-                "weekRealizedPnL": round(rng.uniform(-900, 900), 2),
-            }
-        elif kind == "position":
-            bought = rng.randrange(1, 9)
-            sold = rng.randrange(0, bought)
-            entity = {
-                "id": 14171000 + rng.randrange(32),
-                "timestamp": f"2026-01-05T14:{30 + n % 30:02d}:{n % 60:02d}.000Z",
-                "accountId": 60320000 + rng.randrange(2),
-                "contractId": 42659000 + rng.randrange(3),
-                "netPos": bought - sold,
-                "netPrice": 6900.0 + rng.randrange(-40, 40) * 0.25,
-                "bought": bought,
-                "boughtValue": bought * 6900.0,
-                "sold": sold,
-                "soldValue": sold * 6900.0,
-            }
-        else:
-            entity = {
-                "id": 33809000 + rng.randrange(256),
-                "timestamp": f"2026-01-05T14:{30 + n % 30:02d}:{n % 60:02d}.000Z",
-                "accountId": 60320000 + rng.randrange(2),
-                "contractId": 42659000 + rng.randrange(3),
-                "action": rng.choice(("Buy", "Sell")),
-                "ordStatus": rng.choice(("Working", "Filled", "Canceled")),
-                "admin": False,
-                "archived": False,
-                "orderQty": rng.randrange(1, 5),
-                "orderType": rng.choice(("Market", "Limit")),
-            }
-        event = "Created" if n < 300 else "Updated"
-        message = {"e": "props", "d": {"entityType": kind, "eventType": event, "entity": entity}}
-        frames.append("a" + orjson.dumps([message]).decode())
-    return frames
-
-
-# --- the methods measured; each consumes one frame ------------------------------------------
-
-
-def stdlib_parse() -> Callable[[str], object]:
-    loads = json.loads
-
-    def run(frame: str) -> object:
-        return loads(frame[1:])
-
-    return run
-
-
-def stdlib_dict() -> Callable[[str], object]:
-    loads = json.loads
-    store: dict[tuple[str, int], dict[str, Any]] = {}
-
-    def run(frame: str) -> object:
-        for message in loads(frame[1:]):
-            if message.get("e") == "props":
-                data = message["d"]
-                entity = data["entity"]
-                store[(data["entityType"], entity["id"])] = entity
-        return store
-
-    return run
-
-
-def parse_only() -> Callable[[str], object]:
-    return parse_frame
-
-
-def full_path() -> Callable[[str], object]:
-    store = EntityStore()
-    changes = 0
-
-    def run(frame: str) -> object:
-        nonlocal changes
-        for event in parse_frame(frame):
-            if isinstance(event, Push) and event.kind == "props":
-                changes += len(store.apply_event(parse_entity_event(event.data), 1))
-        return changes
-
-    return run
-
-
-def full_path_with_feed() -> Callable[[str], object]:
-    """The full path plus the change feed, the way the engine runs it: every change pushed,
-    then popped for the consumer (who keeps up, so nothing coalesces)."""
-    store = EntityStore()
-    feed = ChangeFeed()
-    delivered = 0
-
-    def run(frame: str) -> object:
-        nonlocal delivered
-        for event in parse_frame(frame):
-            if isinstance(event, Push) and event.kind == "props":
-                for change in store.apply_event(parse_entity_event(event.data), 1):
-                    feed.push(change)
-                while feed.pop() is not None:
-                    delivered += 1
-        return delivered
-
-    return run
-
-
-METHODS: dict[str, Callable[[], Callable[[str], object]]] = {
-    "json.loads (baseline)": stdlib_parse,
-    "json.loads + dict": stdlib_dict,
-    "parse_frame": parse_only,
-    "full path": full_path,
-    "full path + change feed": full_path_with_feed,
+RAW_LABELS = {
+    "raw-tws": "raw trio + trio-websocket, orjson + dict",
+    "raw-sansio": "raw trio + websockets sans-I/O, orjson + dict",
+    "asyncio": "naive asyncio websockets + json + dict",
 }
+#: The raw client on the same websocket layer as each engine layer.
+SAME_LAYER = {"trio-websocket": "raw-tws", "websockets": "raw-sansio"}
+
+Row = dict[str, str]
 
 
-@dataclass(frozen=True)
-class Result:
-    name: str
-    events_per_s: float
-    mean_us: float
-    p50_us: float
-    p99_us: float
+class Bench:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.started = time.perf_counter()
+
+    def log(self, text: str) -> None:
+        print(f"[{time.perf_counter() - self.started:5.1f} s] {text}", file=sys.stderr, flush=True)
+
+    def run(self, spec: dict[str, Any], timeout: float = 90.0) -> dict[str, Any]:
+        """One client process; its JSON line, or ``{"error": ...}``."""
+        spec = {**spec, "port": self.port}
+        try:
+            done = subprocess.run(
+                [sys.executable, str(HERE / "bench_clients.py"), orjson.dumps(spec).decode()],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=HERE,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout:g} s"}
+        lines = done.stdout.strip().splitlines()
+        if done.returncode != 0 or not lines:
+            tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+            return {"error": f"exit {done.returncode}: {tail[0][:200]}"}
+        result: dict[str, Any] = orjson.loads(lines[-1])
+        return result
 
 
-def measure(name: str, factory: Callable[[], Callable[[str], object]], frames: list[str]) -> Result:
-    """Best of ``ROUNDS`` rounds; per-event latencies come from that round's batches."""
-    best_total = float("inf")
-    best_batches: list[float] = []
-    for _ in range(ROUNDS):
-        run = factory()  # a fresh store per round: every round does the same work
-        batches = []
-        gc.collect()
-        for start in range(0, len(frames), BATCH):
-            chunk = frames[start : start + BATCH]
-            began = time.perf_counter_ns()
-            for frame in chunk:
-                run(frame)
-            batches.append((time.perf_counter_ns() - began) / len(chunk) / 1000)
-        total = sum(batches) * BATCH / 1e6  # seconds
-        if total < best_total:
-            best_total, best_batches = total, batches
-    ordered = sorted(best_batches)
-    return Result(
-        name,
-        events_per_s=len(frames) / best_total,
-        mean_us=statistics.fmean(best_batches),
-        p50_us=ordered[len(ordered) // 2],
-        p99_us=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+# --- which websocket layers the engine offers ---------------------------------------------------
+
+
+def engine_layers() -> list[tuple[str, str | None]]:
+    """``(label, websocket_layer value)`` per layer; ``None`` = the engine has no choice."""
+    from trio_tradovate import EngineConfig
+
+    if "websocket_layer" not in EngineConfig.__dataclass_fields__:
+        return [("trio-websocket", None)]
+    names: list[str] = []
+    try:
+        hint = typing.get_type_hints(EngineConfig)["websocket_layer"]
+        names = [a for a in typing.get_args(hint) if isinstance(a, str)]
+    except Exception:
+        names = []
+    if not names:
+        names = ["trio-websocket", "websockets"]
+    layers: list[tuple[str, str | None]] = []
+    for name in names:
+        try:
+            EngineConfig(access_token="x", websocket_layer=name)  # type: ignore[call-arg]
+        except Exception:
+            continue
+        label = (
+            "trio-websocket" if "trio" in name else "websockets" if "websockets" in name else name
+        )
+        layers.append((label, name))
+    return layers or [("trio-websocket", None)]
+
+
+# --- formatting -------------------------------------------------------------------------------
+
+
+def ms3(d: dict[str, Any]) -> str:
+    return f"{d['p50_ms']:.2f} / {d['p99_ms']:.2f} / {d['p999_ms']:.2f} ms"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def median_of(results: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in results if key in r]
+    return statistics.median(values) if values else None
+
+
+def row(
+    figure: str,
+    measured: str,
+    compared: str = "",
+    ratio: str = "",
+    target: str = "",
+    result: str = "",
+) -> Row:
+    return {
+        "figure": figure,
+        "measured": measured,
+        "compared with": compared,
+        "ratio": ratio,
+        "target": target,
+        "result": result,
+    }
+
+
+def print_table(rows: list[Row]) -> None:
+    heads = list(rows[0])
+    print("| " + " | ".join(heads) + " |")
+    print(
+        "|"
+        + "|".join("---" if h in ("figure", "compared with", "target") else "---:" for h in heads)
+        + "|"
     )
+    for r in rows:
+        print("| " + " | ".join(r[h] for h in heads) + " |")
 
 
-def single_event_tails(
-    factory: Callable[[], Callable[[str], object]], frames: list[str]
-) -> tuple[float, float, float]:
-    """p50, p99 and max in µs with every frame timed alone (timer cost included, ~0.1 µs).
-
-    Batches hide tails; this shows the slow events themselves (dict resizes, GC pauses).
-    """
-    run = factory()
-    timings = []
-    clock = time.perf_counter_ns
-    for frame in frames:
-        began = clock()
-        run(frame)
-        timings.append(clock() - began)
-    timings.sort()
-    return (
-        timings[len(timings) // 2] / 1000,
-        timings[int(len(timings) * 0.99)] / 1000,
-        timings[-1] / 1000,
-    )
+# --- the sections ----------------------------------------------------------------------------
 
 
 def main() -> None:
-    frames = make_frames(FRAMES, SEED)
-    sizes = sorted(len(frame) for frame in frames)
-    print(
-        f"python {platform.python_version()} on {platform.machine()} ({sys.platform}); "
-        f"{FRAMES} props frames, {sizes[0]}-{sizes[-1]} bytes "
-        f"(median {sizes[len(sizes) // 2]}); best of {ROUNDS} rounds, batches of {BATCH}"
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    args = parser.parse_args()
+    wall = time.perf_counter()
+    load_before = os.getloadavg()
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "bench_server.py"), str(SNAPSHOT_BYTES)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=HERE,
     )
-    # Sanity: the full path applies every frame and every frame changes something.
-    check = full_path()
-    for frame in frames:
-        check(frame)
-    results = [measure(name, factory, frames) for name, factory in METHODS.items()]
-    baseline = results[0]
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        report = measure(Bench(port))
+    finally:
+        server.terminate()
+        server.wait(10)
+    report["meta"].update(
+        wall_seconds=time.perf_counter() - wall,
+        load_average_before=load_before,
+        load_average_after=os.getloadavg(),
+    )
+    rows = table(report)
+    report["table"] = rows
     print()
-    print("| method | events/s | mean µs/event | p50 µs | p99 µs | time vs baseline |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for r in results:
-        ratio = r.mean_us / baseline.mean_us
-        print(
-            f"| {r.name} | {r.events_per_s:,.0f} | {r.mean_us:.2f} | {r.p50_us:.2f} "
-            f"| {r.p99_us:.2f} | {ratio:.2f}x |"
+    print(
+        f"make bench: {report['meta']['wall_seconds']:.0f} s wall; load average "
+        f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after (other work on this "
+        "machine shows up in every figure)"
+    )
+    print()
+    print_table(rows)
+    args.out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    print(f"\nwritten: {args.out}")
+
+
+def measure(bench: Bench) -> dict[str, Any]:
+    layers = engine_layers()
+    bench.log(f"engine websocket layers: {[label for label, _ in layers]}")
+    versions = {}
+    for package in ("trio", "trio-websocket", "websockets", "orjson", "trio-tradovate"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "absent"
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=HERE,
+        check=False,
+    ).stdout.strip()
+    report: dict[str, Any] = {
+        "meta": {
+            "python": platform.python_version(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "versions": versions,
+            "commit": commit,
+            "n": N,
+            "rounds": ROUNDS,
+            "layers": [label for label, _ in layers],
+        }
+    }
+    bench.log("micro-benchmark (no I/O)")
+    report["micro"] = micro.summary()
+
+    clients: list[tuple[str, dict[str, Any]]] = [
+        (label, {"client": client}) for client, label in RAW_LABELS.items()
+    ]
+    clients += [
+        (f"engine on {label}", {"client": "engine", "layer": name}) for label, name in layers
+    ]
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in clients}
+    for r in range(ROUNDS):
+        order = clients[r % len(clients) :] + clients[: r % len(clients)]
+        for label, spec in order:
+            result = bench.run({**spec, "scenario": "flood", "n": N})
+            runs[label].append(result)
+            shown = (
+                f"{result['events_per_s']:,.0f} events/s" if "events_per_s" in result else result
+            )
+            bench.log(f"throughput round {r + 1}/{ROUNDS}: {label}: {shown}")
+    report["throughput"] = {
+        label: {
+            "median_events_per_s": median_of(results, "events_per_s"),
+            "gen2_collections": median_of(results, "gen2_collections"),
+            "gen2_pause_ms": median_of(results, "gen2_pause_ms"),
+            "rounds": results,
+        }
+        for label, results in runs.items()
+    }
+
+    latency: dict[str, Any] = {}
+    rates = [list(r) for r in RATES]
+    for label, name in layers:
+        raw = SAME_LAYER.get(label, "raw-tws")
+        for who, spec in (
+            (RAW_LABELS[raw], {"client": raw}),
+            (f"engine on {label}", {"client": "engine", "layer": name}),
+        ):
+            if who in latency:
+                continue
+            latency[who] = bench.run({**spec, "scenario": "latency", "rates": rates})
+            bench.log(f"latency: {who}: {latency[who]}")
+    report["latency"] = latency
+
+    snapshot: dict[str, Any] = {}
+    drop: dict[str, Any] = {}
+    for label, name in layers:
+        who = f"engine on {label}"
+        results = []
+        for _ in range(SNAPSHOT_ROUNDS):
+            results.append(
+                bench.run(
+                    {
+                        "client": "engine",
+                        "layer": name,
+                        "scenario": "snapshot",
+                        "bytes": SNAPSHOT_BYTES,
+                    }
+                )
+            )
+            bench.log(f"snapshot: {who}: {results[-1]}")
+        good = [r for r in results if "error" not in r]
+        snapshot[who] = (
+            {key: median_of(good, key) for key in good[0] if isinstance(good[0][key], int | float)}
+            | {"rounds": results}
+            if good
+            else {"error": results[0]["error"]}
         )
-    print()
-    print("Every event timed alone (one round, GC on):")
-    print()
-    print("| method | p50 µs | p99 µs | max µs |")
-    print("|---|---:|---:|---:|")
-    for name in ("json.loads (baseline)", "full path"):
-        p50, p99, worst = single_event_tails(METHODS[name], frames)
-        print(f"| {name} | {p50:.2f} | {p99:.2f} | {worst:.1f} |")
+        drop[who] = bench.run(
+            {"client": "engine", "layer": name, "scenario": "drop", "drops": DROPS, "hold_ms": 20}
+        )
+        bench.log(f"drop-to-live: {who}: {drop[who]}")
+    report["snapshot"] = snapshot
+    report["drop"] = drop
+
+    report["reconnects"] = bench.run(
+        {
+            "client": "engine",
+            "layer": None,
+            "scenario": "reconnects",
+            "seconds": RECONNECT_SECONDS,
+            "max_reconnects": MAX_RECONNECTS,
+            "warm": RECONNECT_WARM,
+        },
+        timeout=RECONNECT_SECONDS + 60,
+    )
+    bench.log(f"reconnects: {report['reconnects']}")
+    report["memory"] = bench.run(
+        {
+            "client": "engine",
+            "layer": None,
+            "scenario": "memory",
+            "points": MEMORY_POINTS,
+            "seconds": MEMORY_SECONDS,
+        },
+        timeout=MEMORY_SECONDS + 90,
+    )
+    bench.log(f"memory: {report['memory']}")
+    return report
+
+
+def table(report: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    tput = report["throughput"]
+
+    def rate_of(label: str) -> float | None:
+        value = tput.get(label, {}).get("median_events_per_s")
+        return float(value) if value is not None else None
+
+    for label in RAW_LABELS.values():
+        value = rate_of(label)
+        rows.append(row(f"throughput: {label}", f"{value:,.0f} ev/s" if value else "error"))
+    naive = rate_of(RAW_LABELS["asyncio"])
+    for layer in report["meta"]["layers"]:
+        who = f"engine on {layer}"
+        engine = rate_of(who)
+        raw_label = RAW_LABELS[SAME_LAYER.get(layer, "raw-tws")]
+        raw = rate_of(raw_label)
+        if engine is None:
+            rows.append(row(f"throughput: {who}", "error"))
+            continue
+        measured = f"{engine:,.0f} ev/s"
+        if raw:
+            rows.append(
+                row(
+                    f"throughput: {who}",
+                    measured,
+                    f"{raw_label}: {raw:,.0f}",
+                    f"{engine / raw:.2f}x",
+                    ">= 0.8x",
+                    verdict(engine / raw >= 0.8),
+                )
+            )
+        if naive:
+            rows.append(
+                row(
+                    f"throughput: {who}",
+                    measured,
+                    f"naive asyncio: {naive:,.0f}",
+                    f"{engine / naive:.2f}x",
+                    ">= 1.5x",
+                    verdict(engine / naive >= 1.5),
+                )
+            )
+        stats = tput[who]
+        if stats.get("gen2_collections") is not None:
+            raw_gc = tput.get(raw_label, {}).get("gen2_collections")
+            rows.append(
+                row(
+                    f"full GCs while streaming {report['meta']['n']:,} events: {who}",
+                    f"{stats['gen2_collections']:.0f} ({stats['gen2_pause_ms']:.1f} ms)",
+                    f"{raw_label}: {raw_gc:.0f}" if raw_gc is not None else "",
+                    "",
+                    "0 (point 3)",
+                    verdict(stats["gen2_collections"] == 0),
+                )
+            )
+
+    latency = report["latency"]
+    for layer in report["meta"]["layers"]:
+        who = f"engine on {layer}"
+        raw_label = RAW_LABELS[SAME_LAYER.get(layer, "raw-tws")]
+        engine, raw = latency.get(who, {}), latency.get(raw_label, {})
+        for rate, _ in RATES:
+            e, r = engine.get(str(rate)), raw.get(str(rate))
+            if e is None or r is None:
+                rows.append(row(f"latency @ {rate:,}/s p50/p99/p99.9: {who}", "error"))
+                continue
+            ratios = " / ".join(f"{e[k] / r[k]:.1f}" for k in ("p50_ms", "p99_ms", "p999_ms")) + "x"
+            target = result = ""
+            if rate == 5000:
+                target = "p99 <= 1 ms, p99.9 <= 2 ms, each <= 2x raw"
+                ok = (
+                    e["p99_ms"] <= 1.0
+                    and e["p999_ms"] <= 2.0
+                    and e["p99_ms"] <= 2 * r["p99_ms"]
+                    and e["p999_ms"] <= 2 * r["p999_ms"]
+                )
+                result = verdict(ok)
+            gc_note = f"; {e['gen2_collections']:.0f} full GCs ({e['gen2_pause_ms']:.0f} ms)"
+            rows.append(
+                row(
+                    f"latency @ {rate:,}/s p50/p99/p99.9: {who}",
+                    ms3(e) + gc_note,
+                    f"{raw_label}: {ms3(r)}",
+                    ratios,
+                    target,
+                    result,
+                )
+            )
+
+    for who, snap in report["snapshot"].items():
+        if "error" in snap:
+            rows.append(row(f"10 MB snapshot: {who}", snap["error"]))
+            continue
+        loads = snap["loads_ms"]
+        for key, what in (
+            ("first_byte_to_live_ms", "first byte"),
+            ("received_to_live_ms", "frame received"),
+        ):
+            rows.append(
+                row(
+                    f"10 MB snapshot, {what} -> LIVE: {who}",
+                    f"{snap[key]:.0f} ms",
+                    f"orjson.loads same bytes: {loads:.0f} ms",
+                    f"{snap[key] / loads:.1f}x",
+                    "<= 1.5x",
+                    verdict(snap[key] / loads <= 1.5),
+                )
+            )
+        consumer = (
+            "batch consumer" if snap.get("batch_consumer") else "events() consumer (no batch API)"
+        )
+        rows.append(
+            row(
+                f"snapshot changes to a consumer: {who}",
+                f"{snap['per_change_us']:.1f} us/change "
+                f"({snap['entities']:,.0f} in {snap['live_to_delivered_ms']:.0f} ms)",
+                consumer,
+                "",
+                "<= 2 us",
+                verdict(snap["per_change_us"] <= 2.0),
+            )
+        )
+        rows.append(
+            row(
+                f"full GCs, snapshot receipt to last change: {who}",
+                f"{snap['gen2_collections']:.0f} ({snap['gen2_pause_ms']:.0f} ms)",
+                "",
+                "",
+                "0 (point 3)",
+                verdict(snap["gen2_collections"] == 0),
+            )
+        )
+
+    for who, d in report["drop"].items():
+        if "error" in d:
+            rows.append(row(f"drop -> LIVE: {who}", d["error"]))
+            continue
+        rows.append(
+            row(
+                f"drop -> LIVE, ~1 ms backoff: {who}",
+                f"median {d['drop_to_live_ms_median']:.1f} ms, "
+                f"max {d['drop_to_live_ms_max']:.1f} ms "
+                f"({d['drops']} drops; detected after {d['detect_ms_median']:.1f} ms)",
+            )
+        )
+
+    memory = report["memory"]
+    if "error" in memory:
+        rows.append(row("memory over events", memory["error"]))
+    else:
+        first, last = memory["points"][0], memory["points"][-1]
+        growth = memory["rss_growth_pct"]
+        short = last["at"] < MEMORY_POINTS[-1]
+        rows.append(
+            row(
+                f"RSS from {first['at']:,} to {last['at']:,} changes: engine (default layer)",
+                f"{first['rss_mb']:.1f} -> {last['rss_mb']:.1f} MB ({growth:+.1f}%), "
+                f"objects {memory['objects_growth']:+,}",
+                "",
+                "",
+                "flat within 5% to 1,000,000",
+                verdict(abs(growth) <= 5) + (f" (to {last['at']:,} only)" if short else ""),
+            )
+        )
+    rec = report["reconnects"]
+    if "error" in rec:
+        rows.append(row("memory over reconnects", rec["error"]))
+    else:
+        first, last = rec["points"][0], rec["points"][-1]
+        growth = rec["rss_growth_pct"]
+        count = last["at"] - first["at"]
+        rows.append(
+            row(
+                f"RSS over {count:,} reconnects (after {first['at']}): engine (default layer)",
+                f"{first['rss_mb']:.1f} -> {last['rss_mb']:.1f} MB ({growth:+.1f}%), "
+                f"objects {rec['objects_growth']:+,}; {count / rec['seconds']:.0f} reconnects/s",
+                "",
+                "",
+                "flat within 5% over 10,000",
+                verdict(abs(growth) <= 5)
+                + (f" ({count:,} only)" if count < MAX_RECONNECTS else ""),
+            )
+        )
+
+    micro_rows = report["micro"]
+    baseline = micro_rows[0]
+    for m in micro_rows[1:]:
+        rows.append(
+            row(
+                f"no I/O: {m['method']}",
+                f"{m['mean_us']:.2f} us/event",
+                f"{baseline['method']}: {baseline['mean_us']:.2f} us",
+                f"{m['vs_baseline']:.2f}x",
+            )
+        )
+    return rows
 
 
 if __name__ == "__main__":
