@@ -286,10 +286,35 @@ def engine_config(spec: Spec, query: str, **extra: Any) -> Any:
 
 
 def batch_events(engine: Any) -> Any | None:
-    """``engine.events(batch=True)`` when the engine offers batches, else ``None``."""
+    """The engine's changes as an async iterator of batches (``receive_batch()``, or
+    ``events(batch=True)`` where that is the form offered), else ``None``."""
     if "batch" in inspect.signature(engine.events).parameters:
         return engine.events(batch=True)
-    return None
+    receive_batch = getattr(engine.events(), "receive_batch", None)
+    if receive_batch is None:
+        return None
+
+    async def batches() -> Any:
+        while True:
+            try:
+                yield await receive_batch()
+            except trio.EndOfChannel:
+                return
+
+    return batches()
+
+
+async def each_change(engine: Any) -> Any:
+    """Every change, taken in batches when the engine offers them (the way a consumer that
+    wants throughput reads), one by one otherwise."""
+    batches = batch_events(engine)
+    if batches is None:
+        async for change in engine.events():
+            yield change
+        return
+    async for batch in batches:
+        for change in batch:
+            yield change
 
 
 async def engine_flood(spec: Spec, gcw: common.GcWatch) -> dict[str, Any]:
@@ -300,7 +325,7 @@ async def engine_flood(spec: Spec, gcw: common.GcWatch) -> dict[str, Any]:
     changes = 0
     mark = gcw.mark()
     async with open_engine(engine_config(spec, f"mode=flood&n={n}")) as engine:
-        async for change in engine.events():
+        async for change in each_change(engine):
             if change.recovered:
                 continue
             if not changes:
@@ -327,7 +352,7 @@ async def engine_latency(spec: Spec, rate: int, seconds: float) -> tuple[list[in
     samples: list[int] = []
     query = f"mode=rate&rate={rate}&seconds={seconds}"
     async with open_engine(engine_config(spec, query)) as engine:
-        async for change in engine.events():
+        async for change in each_change(engine):
             if change.recovered:
                 continue
             if change.entity_id == _SENTINEL:
