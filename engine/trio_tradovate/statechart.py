@@ -454,7 +454,11 @@ _CONNECTION_RULES: list[Rule[Node, Trigger]] = [
         Trigger.MALFORMED,
         [(CONNECTED, MALFORMED, None, "skipped"), (UNCONNECTED, IGNORE, None, "stale")],
     ),
-    *_ending(Trigger.CONNECT_FAILED, [Node.CONNECTING], "DNS, TLS, refused, rejected upgrade"),
+    *_ending(
+        Trigger.CONNECT_FAILED,
+        CONNECTED,
+        "DNS, TLS, refused, rejected upgrade (the websocket library may report it late)",
+    ),
     *_ending(Trigger.LOST, CONNECTED, "drop, close, stall or protocol error"),
     *_ending(Trigger.SERVER_CLOSING, CONNECTED, "a c[code, reason] frame"),
     *_ending(Trigger.SHUTDOWN, CONNECTED, "a shutdown event: wait by its reasonCode"),

@@ -1447,6 +1447,9 @@ class HostileServer:
                 texts.append(orjson.dumps(element).decode())
         if max((d for _, d in values), default=0) + 1 <= JSON_DEPTH_LIMIT:
             now = trio.current_time()
+            # the model learns it now, the client a moment later: the store is not compared
+            # until then (the periodic check runs in another task and could come between)
+            self.last_sent_at = now
             for value, depth in values:
                 # one message nested past the engine's documented limit is malformed: the
                 # others of its frame still count (protocol.MAX_NESTING)
