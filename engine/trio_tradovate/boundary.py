@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Final
 
+import h11
 import httpx
 import trio
 import trio_websocket
@@ -151,6 +152,12 @@ TABLE: Final[tuple[Rule, ...]] = (
         trio_websocket.HandshakeError,
         None,
         lambda e: ConnectionRefused(f"websocket handshake failed: {type(e).__name__}"),
+    ),
+    # trio-websocket 0.12.2 given garbage instead of an HTTP answer (see transport).
+    (
+        h11.LocalProtocolError,
+        None,
+        lambda e: ConnectionRefused(f"websocket handshake failed: {_message(e)}"),
     ),
     # EOF or garbage instead of an HTTP answer, a bad Sec-WebSocket-Accept, an extension or
     # subprotocol we never offered.

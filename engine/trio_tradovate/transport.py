@@ -30,6 +30,7 @@ import ssl
 from contextlib import suppress
 from typing import Final, Protocol, cast
 
+import h11
 import trio
 import trio_websocket
 from websockets.client import ClientProtocol
@@ -460,7 +461,13 @@ def link_class(layer: str) -> type[Link]:
 #: Raised by the websocket library's own tasks when the upgrade is refused (HTTP 4xx/5xx):
 #: trio-websocket's reach the caller through the nursery that runs them, not through
 #: :meth:`Link.open`. The sans-I/O link raises from ``open`` itself (see :data:`CONNECT_ERRORS`).
-HANDSHAKE_ERRORS: tuple[type[BaseException], ...] = (trio_websocket.HandshakeError,)
+#: ``h11.LocalProtocolError`` is trio-websocket 0.12.2 answering a garbage HTTP response: its
+#: reader tries to send the server's rejection as a client and h11 refuses (seen in
+#: ``tests/engine/test_websocket_layers.py``); without this row it would stop the engine.
+HANDSHAKE_ERRORS: tuple[type[BaseException], ...] = (
+    trio_websocket.HandshakeError,
+    h11.LocalProtocolError,
+)
 
 #: What connecting and upgrading can raise below us (mapped to ``ConnectError`` by the caller).
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (
