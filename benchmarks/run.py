@@ -111,7 +111,7 @@ def engine_layers() -> list[tuple[str, str | None]]:
     layers: list[tuple[str, str | None]] = []
     for name in names:
         try:
-            EngineConfig(access_token="x", websocket_layer=name)  # type: ignore[call-arg]
+            EngineConfig(access_token="x", websocket_layer=name)
         except Exception:
             continue
         label = (

@@ -1,8 +1,15 @@
-"""Shared fixtures: an in-process simulator and engine configs pointed at it."""
+"""Shared fixtures: an in-process simulator and engine configs pointed at it.
+
+Both websocket layers stay tested without running the whole suite twice: every test of the
+modules in :data:`LAYERED_MODULES` runs once per layer (the ``websocket_layer`` fixture, ids
+``[websockets]`` and ``[trio-websocket]``), and :func:`config_for` passes the layer of the
+running test to the engine. Elsewhere the engine's default layer is used. The hostile-server
+quick profile picks a layer per seed instead (``tests/engine/test_hostile.py``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -10,11 +17,62 @@ import pytest
 import trio
 
 from trio_tradovate import ChangeStream, EngineConfig
+from trio_tradovate.config import WEBSOCKET_LAYERS
 from trio_tradovate.sim import SimConfig, Simulator, open_simulator
+
+#: Test modules run once per websocket layer (soak tests excepted): the acceptance scenarios,
+#: the engine, sync and connect faults, and the fault schedules' quick profile.
+LAYERED_MODULES = frozenset(
+    {
+        "test_engine_live",
+        "test_engine_faults",
+        "test_sync_faults",
+        "test_connect_faults",
+        "test_fault_schedules",
+    }
+)
+
+
+class _Selected:
+    """The websocket layer of the running test (``None``: the engine's default)."""
+
+    layer: str | None = None
+
+
+def selected_layer() -> str | None:
+    """The websocket layer the running test asked for, if any (see :func:`config_for`)."""
+    return _Selected.layer
+
+
+def layer_settings() -> dict[str, Any]:
+    """``{"websocket_layer": ...}`` for the running test's layer, or ``{}``."""
+    layer = _Selected.layer
+    return {} if layer is None else {"websocket_layer": layer}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-soak", action="store_true", help="run the slow soak profile")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if (
+        module in LAYERED_MODULES
+        and "websocket_layer" in metafunc.fixturenames
+        and metafunc.definition.get_closest_marker("soak") is None
+    ):
+        metafunc.parametrize("websocket_layer", WEBSOCKET_LAYERS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def websocket_layer(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The layer of this test: a parameter in :data:`LAYERED_MODULES`, else ``None``."""
+    layer: str | None = getattr(request, "param", None)
+    _Selected.layer = layer
+    try:
+        yield layer
+    finally:
+        _Selected.layer = None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -38,8 +96,9 @@ def sim_wall_clock(simulator: Simulator) -> Callable[[], datetime]:
 
 
 def config_for(simulator: Simulator, **overrides: Any) -> EngineConfig:
-    """An engine config that reaches ``simulator`` in memory (REST and websocket)."""
-    return simulator.engine_config(**overrides)
+    """An engine config that reaches ``simulator`` in memory (REST and websocket), on the
+    running test's websocket layer unless ``overrides`` name one."""
+    return simulator.engine_config(**{**layer_settings(), **overrides})
 
 
 async def settle(simulator: Simulator) -> None:

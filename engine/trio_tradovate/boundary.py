@@ -1,9 +1,10 @@
 """The one place where lower-layer exceptions become ours (the I/O side of :mod:`.errors`).
 
-trio, trio-websocket, httpx (and, below it, httpcore), ssl and the socket module each raise
-their own exceptions, and they wrap one another: a DNS failure on the REST login reaches us as
-``httpx.ConnectError``, raised ``from`` an ``httpcore.ConnectError`` that carries, as its
-argument and its ``__context__``, the ``socket.gaierror`` trio's resolver raised. Deciding
+trio, trio-websocket, websockets, httpx (and, below it, httpcore), ssl and the socket module
+each raise their own exceptions, and they wrap one another: a DNS failure on the REST login
+reaches us as ``httpx.ConnectError``, raised ``from`` an ``httpcore.ConnectError`` that
+carries, as its argument and its ``__context__``, the ``socket.gaierror`` trio's resolver
+raised. Deciding
 what happened means looking down that chain, and doing it in one declared table (as httpx's
 ``map_httpcore_exceptions`` and httpcore's ``map_exceptions`` do) keeps every caller's answer
 the same.
@@ -29,9 +30,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Final
 
+import h11
 import httpx
 import trio
 import trio_websocket
+import websockets.exceptions as wsx
 
 from .errors import (
     ClosedByServer,
@@ -96,10 +99,29 @@ def _closed(exc: BaseException) -> TradovateError:
     return ClosedByServer(exc.reason.code, exc.reason.reason or exc.reason.name)
 
 
+def _ws_rejected(exc: BaseException) -> TradovateError:
+    assert isinstance(exc, wsx.InvalidStatus)
+    return HandshakeRejected(exc.response.status_code)
+
+
+def _ws_closed(exc: BaseException) -> TradovateError:
+    """The ``websockets`` close: the server's close frame when one came, else the one we sent
+    when the protocol failed the connection (1009 too big, 1002, 1007), else none (1006)."""
+    assert isinstance(exc, wsx.ConnectionClosed)
+    close = exc.rcvd or exc.sent
+    if close is None:
+        return ClosedByServer(1006, "no close frame")
+    return ClosedByServer(close.code, close.reason or "no close reason")
+
+
 #: The mapping, most specific meaning first (see the module docstring for how it is read).
 TABLE: Final[tuple[Rule, ...]] = (
     # The server answered the upgrade, with something other than 101.
     (trio_websocket.ConnectionRejected, None, _rejected),
+    (wsx.InvalidStatus, None, _ws_rejected),
+    # A message over max_message_size (the websockets protocol closed with 1009); looked for
+    # before the close row so the code says why even when no close frame could be sent.
+    (wsx.PayloadTooBig, None, lambda e: ClosedByServer(1009, f"message too big: {e}")),
     # The name did not resolve: trio's getaddrinfo (and anyio's) raise socket.gaierror.
     (socket.gaierror, None, lambda e: DNSError(f"could not resolve host: {_message(e)}")),
     # trio.SSLStream raises BrokenResourceError from the SSLError; either link says TLS.
@@ -118,6 +140,7 @@ TABLE: Final[tuple[Rule, ...]] = (
     (OSError, _is_refused, lambda e: ConnectionRefused(f"connection refused: {_message(e)}")),
     # A websocket that closed (the read loop's concern; also seen mid-handshake).
     (trio_websocket.ConnectionClosed, None, _closed),
+    (wsx.ConnectionClosed, None, _ws_closed),
     # The vaguest rows: something failed while connecting and no link says more.
     (OSError, None, lambda e: ConnectionRefused(f"could not connect: {_message(e)}")),
     (
@@ -129,6 +152,19 @@ TABLE: Final[tuple[Rule, ...]] = (
         trio_websocket.HandshakeError,
         None,
         lambda e: ConnectionRefused(f"websocket handshake failed: {type(e).__name__}"),
+    ),
+    # trio-websocket 0.12.2 given garbage instead of an HTTP answer (see transport).
+    (
+        h11.LocalProtocolError,
+        None,
+        lambda e: ConnectionRefused(f"websocket handshake failed: {_message(e)}"),
+    ),
+    # EOF or garbage instead of an HTTP answer, a bad Sec-WebSocket-Accept, an extension or
+    # subprotocol we never offered.
+    (
+        wsx.InvalidHandshake,
+        None,
+        lambda e: ConnectionRefused(f"websocket handshake failed: {_message(e)}"),
     ),
     (httpx.HTTPError, None, lambda e: ConnectionRefused(f"could not connect: {_message(e)}")),
 )

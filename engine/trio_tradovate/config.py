@@ -31,6 +31,10 @@ ENVIRONMENTS: dict[str, str] = {
     "live": "https://live.tradovateapi.com/v1",
 }
 
+#: The websocket layers an engine can run on (``EngineConfig.websocket_layer``), the default
+#: first. ``transport.LINK_CLASSES`` maps each to its link; this module stays free of them.
+WEBSOCKET_LAYERS = ("websockets", "trio-websocket")
+
 MAX_HEARTBEAT_INTERVAL = 30.0  # Stage 2: "Heartbeat: Send heartbeats every 30 seconds" at most
 
 
@@ -256,9 +260,14 @@ class EngineConfig:
     sync_timeout: float = 60.0
     request_timeout: float = 10.0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
-    #: Sync snapshots of large accounts are many MB: trio-websocket's 1 MiB default is too small.
+    #: The websocket implementation under the engine, one of :data:`WEBSOCKET_LAYERS`:
+    #: ``"websockets"`` (the ``websockets`` sans-I/O protocol driven by the engine's own reader,
+    #: the faster, see ``docs/architecture.md``) or ``"trio-websocket"``.
+    websocket_layer: str = WEBSOCKET_LAYERS[0]
+    #: Sync snapshots of large accounts are many MB: the libraries' 1 MiB default is too small.
     max_message_size: int = 64 * 1024 * 1024
-    #: trio-websocket's queue of 1 and 4 KiB reads cap throughput (reliability notes §2.3).
+    #: trio-websocket's queue of 1 and 4 KiB reads cap throughput (reliability notes §2.3);
+    #: the queue applies to trio-websocket only, the read size to both layers.
     message_queue_size: int = 64
     receive_buffer_size: int = 64 * 1024
     #: Capacity of the consumer channel of :meth:`Engine.events`.
@@ -317,6 +326,11 @@ class EngineConfig:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        if self.websocket_layer not in WEBSOCKET_LAYERS:
+            allowed = ", ".join(repr(layer) for layer in WEBSOCKET_LAYERS)
+            raise ConfigError(
+                f"websocket_layer must be one of {allowed}, got {self.websocket_layer!r}"
+            )
         for name in (
             "max_message_size",
             "message_queue_size",

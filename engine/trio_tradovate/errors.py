@@ -39,7 +39,7 @@ The tree (``Fault`` kinds used in transition records are in brackets)::
 
 Like trio, we keep "you closed it" apart from "it broke": ``EngineStopped`` after
 ``aclose`` versus ``ConnectionLost`` for the network. Like httpx, exceptions from lower layers
-(trio, trio-websocket, httpx, ssl, socket) are translated at one boundary, the table in
+(trio, trio-websocket, websockets, httpx, ssl, socket) are translated at one boundary, the table in
 :mod:`trio_tradovate.boundary`, and the original is kept as ``__cause__``. This module imports
 only the standard library, so sans-I/O code can raise and catch these without loading trio.
 """

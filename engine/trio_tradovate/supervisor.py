@@ -7,7 +7,8 @@ unless ``shards=N`` spreads the sync stream over N sockets). The supervisor is t
 that fires its socket's chart (``statechart.CONNECTION_TABLE``), and it holds no protocol
 logic of its own: for every connection attempt (a *generation*) it
 
-1. gets a token and opens the websocket through the transport (:class:`WebSocketLink`);
+1. gets a token and opens the websocket through the transport (a :class:`~.transport.Link` of
+   the layer ``EngineConfig.websocket_layer`` names);
 2. creates a sans-I/O :class:`~trio_tradovate.session.SyncSession` and runs one loop: wait for
    the next message or the session's next deadline, hand either to the session, and for each
    event it returns fire the trigger the event names, then do the action the table's rule
@@ -86,7 +87,7 @@ from .statechart import (
     TransitionRecord,
     Trigger,
 )
-from .transport import CONNECT_ERRORS, HANDSHAKE_ERRORS, Connector, WebSocketLink
+from .transport import CONNECT_ERRORS, HANDSHAKE_ERRORS, Connector, Link, link_class
 from .writer import StoreWriter
 
 logger = logging.getLogger("trio_tradovate.engine")
@@ -160,6 +161,8 @@ class SocketSupervisor:
             silence=config.server_silence_timeout,
             split_quiet=sync.split_quiet,
         )
+        #: The websocket layer, chosen once from the config (the only place that reads it).
+        self._link_class = link_class(config.websocket_layer)
         self._generation = 0
         self.run_scope = trio.CancelScope()
         self._close_reason = "application closed the engine"
@@ -288,7 +291,7 @@ class SocketSupervisor:
                 try:
                     with trio.fail_after(config.connect_timeout):
                         stream = await ctx.connector(host, port, tls=tls)
-                        link = await WebSocketLink.open(
+                        link = await self._link_class.open(
                             nursery,
                             stream,
                             host,
@@ -318,7 +321,7 @@ class SocketSupervisor:
     async def _converse(
         self,
         nursery: trio.Nursery,
-        link: WebSocketLink,
+        link: Link,
         token: auth.AccessToken,
         ticket: str | None,
     ) -> tuple[Fault, float]:
@@ -381,7 +384,7 @@ class SocketSupervisor:
         self,
         event: SessionEvent,
         session: SyncSession,
-        link: WebSocketLink,
+        link: Link,
         outbound: Outbound,
         nursery: trio.Nursery,
         sender_scope: trio.CancelScope,
@@ -442,7 +445,7 @@ class SocketSupervisor:
             body = {**body, "p-ticket": ticket}
         return body
 
-    async def _heartbeat(self, link: WebSocketLink, started_at: float) -> None:
+    async def _heartbeat(self, link: Link, started_at: float) -> None:
         interval = self._ctx.config.heartbeat_interval
         next_at = started_at + interval
         while True:
@@ -452,9 +455,7 @@ class SocketSupervisor:
             # A fixed schedule: a slow send does not push every later heartbeat back.
             next_at = max(next_at + interval, trio.current_time())
 
-    async def _sender(
-        self, link: WebSocketLink, outbound: Outbound, scope: trio.CancelScope
-    ) -> None:
+    async def _sender(self, link: Link, outbound: Outbound, scope: trio.CancelScope) -> None:
         # Cancelled first when the connection ends, so no request is taken off the queue for
         # a socket that is going away; RequestPipeline.connection_lost handles those in flight.
         with scope:

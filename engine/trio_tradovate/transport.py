@@ -1,21 +1,43 @@
 """The transport seam: how the engine gets a byte stream to a websocket server.
 
-The engine never calls ``trio-websocket``'s URL helpers. It asks a :class:`Connector` for a
-plain ``trio.abc.Stream`` (TCP, TCP+TLS, or an in-memory stream from the simulator), wraps it
-with ``trio_websocket.wrap_client_stream`` and closes the stream itself on every exit path.
-Owning the stream avoids trio-websocket 0.12.2 leaving the client socket open after a peer
-close or a drop, and lets TLS and DNS failures surface as themselves instead of as a generic
-``ConnectionTimeout`` (trio-websocket issue #165).
+The engine never calls a websocket library's URL helpers. It asks a :class:`Connector` for a
+plain ``trio.abc.Stream`` (TCP, TCP+TLS, or an in-memory stream from the simulator), opens a
+:class:`Link` over it and closes the stream itself on every exit path. Owning the stream
+avoids trio-websocket 0.12.2 leaving the client socket open after a peer close or a drop, and
+lets TLS and DNS failures surface as themselves instead of as a generic ``ConnectionTimeout``
+(trio-websocket issue #165).
+
+Two links sit behind the one :class:`Link` protocol, chosen by
+``EngineConfig.websocket_layer`` (:func:`link_class`):
+
+- :class:`SansIOWebSocketLink` (``"websockets"``, the default): the ``websockets`` library's
+  sans-I/O ``ClientProtocol`` driven directly over the stream by whoever calls
+  :meth:`~SansIOWebSocketLink.receive_messages`, with no task of its own. A message crosses
+  no task boundary between the socket and the supervisor, every read is up to
+  ``receive_buffer_size`` bytes, and each read's messages come out as one batch; the
+  ``websockets`` frame parser is about three times cheaper than wsproto's.
+- :class:`WebSocketLink` (``"trio-websocket"``): the library the design card names, kept as a
+  supported transport. Its reader task hands each message over a memory channel, which costs
+  a task switch and a channel hop per message.
+
+``docs/architecture.md`` ("The owned stream") has the measured difference.
 """
 
 from __future__ import annotations
 
+import logging
 import ssl
 from contextlib import suppress
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
+import h11
 import trio
 import trio_websocket
+from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosedError, InvalidHandshake
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import WebSocketURI
 
 from .boundary import map_exceptions
 
@@ -54,15 +76,59 @@ class TcpConnector:
         return secure
 
 
-class WebSocketLink:
+#: How long :meth:`Link.aclose` waits for the server's answer to our close frame.
+CLOSE_TIMEOUT: Final = 1.0
+#: The close frame :meth:`Link.aclose` sends.
+CLOSE_CODE: Final = 1000
+CLOSE_REASON: Final = "Client initiated disconnect."
+
+
+class Link(Protocol):
     """One open websocket, as the supervisor sees it: receive, send, close.
 
-    The seam between the engine and a websocket library (trio-websocket here). Whatever is
-    below it, it keeps these promises: :meth:`receive` returns one whole message (``str`` for
-    text, ``bytes`` for binary) or raises :class:`~trio_tradovate.errors.ClosedByServer` with
-    the close code (1006 when the connection just dropped); :meth:`send` on a closed socket
-    does nothing (the next :meth:`receive` says why it closed); :meth:`aclose` is polite,
-    bounded in time, and done even when the caller is being cancelled.
+    The seam between the engine and a websocket library. Whatever is below it, it keeps these
+    promises: :meth:`receive_messages` returns whole messages (``str`` for text, ``bytes`` for
+    binary) or raises :class:`~trio_tradovate.errors.ClosedByServer` with the close code (1006
+    when the connection just dropped, 1009 past ``max_message_size``); :meth:`send` on a
+    closed socket does nothing (the next receive says why it closed); :meth:`aclose` is
+    polite, bounded in time, and done even when the caller is being cancelled. The stream
+    under it belongs to the caller, who closes it.
+    """
+
+    @classmethod
+    async def open(
+        cls,
+        nursery: trio.Nursery,
+        stream: trio.abc.Stream,
+        host: str,
+        resource: str,
+        *,
+        max_message_size: int,
+        message_queue_size: int,
+        receive_buffer_size: int,
+    ) -> Link:
+        """Run the websocket upgrade over ``stream``; raise one of :data:`CONNECT_ERRORS`
+        (or, from ``nursery``, :data:`HANDSHAKE_ERRORS`) when it fails."""
+        ...
+
+    async def receive_messages(self) -> list[str | bytes]:
+        """The next messages: at least one, and every one already here (a batch)."""
+        ...
+
+    async def send(self, text: str) -> None:
+        """Send one text message; nothing happens on a closed socket."""
+        ...
+
+    async def aclose(self) -> None:
+        """A polite close while the socket is up: bounded in time, shielded."""
+        ...
+
+
+class WebSocketLink:
+    """A :class:`Link` on trio-websocket (``websocket_layer="trio-websocket"``).
+
+    trio-websocket runs its own reader task in ``nursery`` and hands messages over a memory
+    channel of ``message_queue_size``; this class only adapts its API and its exceptions.
     """
 
     def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
@@ -93,8 +159,7 @@ class WebSocketLink:
         return cls(ws)
 
     async def receive_messages(self) -> list[str | bytes]:
-        """The next messages: at least one, and every one that is already here, so a backed-up
-        socket is drained in batches (trio-websocket hands them over one at a time).
+        """The next message, as a batch of one (trio-websocket hands them over one at a time).
 
         Raises:
             ~trio_tradovate.errors.ClosedByServer: as :meth:`receive`.
@@ -121,19 +186,294 @@ class WebSocketLink:
         if self._ws.closed is not None:
             return
         with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + 1.0
+            scope.deadline = trio.current_time() + CLOSE_TIMEOUT
             with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                await self._ws.aclose(1000, "Client initiated disconnect.")
+                await self._ws.aclose(CLOSE_CODE, CLOSE_REASON)
+
+
+class _NoFrameLogs(logging.LoggerAdapter[logging.Logger]):
+    """The ``websockets`` protocol's logger with DEBUG always off.
+
+    At DEBUG the protocol logs every frame with its payload, and ``authorize`` carries the
+    access token, so a DEBUG root logger would write the secret to the logs (trio-websocket
+    logs only sizes). Off, the protocol also skips formatting a line per frame. Its warnings
+    and errors still go to the ``websockets.client`` logger.
+    """
+
+    def isEnabledFor(self, level: int) -> bool:
+        return level > logging.DEBUG and self.logger.isEnabledFor(level)
+
+
+_PROTOCOL_LOGGER: Final = _NoFrameLogs(logging.getLogger("websockets.client"))
+
+#: What a broken or closed stream raises; the link treats either as the end of the input.
+_STREAM_GONE: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class SansIOWebSocketLink:
+    """A :class:`Link` on the ``websockets`` sans-I/O protocol (``websocket_layer="websockets"``).
+
+    Theory of operation: ``ClientProtocol`` turns bytes into frames and frames into bytes and
+    does no I/O, so this class does all of it, and does it in the caller's task:
+
+    - :meth:`receive_messages` reads up to ``receive_buffer_size`` bytes, feeds them to the
+      protocol, joins TEXT/BINARY frames with their continuations into messages, and sends
+      what the protocol queued in answer (a pong for a ping, the echo of a close) before it
+      returns every message that read completed. There is no reader task: the supervisor's
+      loop is the reader, so a message crosses no task boundary on its way to the session.
+    - Frames are generated synchronously into the protocol's outgoing buffer, and whoever
+      holds the :class:`trio.StrictFIFOLock` flushes that buffer with ``send_all``: trio
+      forbids two concurrent ``send_all`` on a stream, and the heartbeat and request sender
+      tasks send while the loop may be answering a ping. Flushing the whole buffer under the
+      lock keeps frames in the order they were generated.
+    - A send that failed or was cancelled part-way may have left half a frame on the wire;
+      nothing more is sent after it (the peer would read garbage), and the next read
+      reports how the connection ended.
+    - The close handshake, in :meth:`aclose`, sends a close frame and reads until the server's
+      close frame or EOF, within :data:`CLOSE_TIMEOUT` and shielded from cancellation, so the
+      supervisor's ``finally`` can run it while it is being cancelled.
+
+    What the protocol does not do and this class decides: the protocol does not check that a
+    text frame is UTF-8. A text message that is not valid UTF-8 is returned as its raw
+    ``bytes``, which the session counts as malformed input like any non-text message, with
+    the connection up (trio-websocket closes with 1007 instead). A message over
+    ``max_message_size`` makes the protocol fail the connection with 1009; that, a protocol
+    violation (1002) and EOF (1006) surface as the ``websockets`` ``ConnectionClosedError``
+    that :mod:`.boundary` maps to :class:`~trio_tradovate.errors.ClosedByServer`.
+    ``message_queue_size`` does not apply (there is no queue between tasks), and neither
+    permessage-deflate nor subprotocols are offered.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, ws: ClientProtocol, receive_size: int) -> None:
+        self._stream = stream
+        self._ws = ws
+        self._receive_size = receive_size
+        self._send_lock = trio.StrictFIFOLock()
+        #: Complete messages parsed and not yet returned.
+        self._ready: list[str | bytes] = []
+        #: Frames of a fragmented message so far, and its opcode (TEXT or BINARY).
+        self._parts: list[bytes] = []
+        self._fragmented: Opcode | None = None
+        #: A close frame came, the protocol failed, or the input ended: nothing more to read.
+        self._ended = False
+        #: A send failed or was cancelled mid-way: nothing more may be written.
+        self._output_broken = False
+
+    @classmethod
+    async def open(
+        cls,
+        nursery: trio.Nursery,
+        stream: trio.abc.Stream,
+        host: str,
+        resource: str,
+        *,
+        max_message_size: int,
+        message_queue_size: int,
+        receive_buffer_size: int,
+    ) -> SansIOWebSocketLink:
+        """Run the HTTP upgrade over ``stream`` (which the caller owns and closes).
+
+        ``nursery`` and ``message_queue_size`` are part of the :class:`Link` seam and unused:
+        this link starts no task and has no queue. The ``Host`` header is ``host`` alone, as
+        trio-websocket sends it.
+
+        Raises:
+            websockets.exceptions.InvalidStatus: the server answered other than 101 (mapped
+                to :class:`~trio_tradovate.errors.HandshakeRejected` by :mod:`.boundary`).
+            websockets.exceptions.InvalidHandshake: EOF, garbage or a bad answer mid-handshake
+                (mapped to :class:`~trio_tradovate.errors.ConnectionRefused`).
+            trio.BrokenResourceError, OSError: the stream failed (mapped by :mod:`.boundary`).
+        """
+        path, _, query = resource.partition("?")
+        uri = WebSocketURI(secure=False, host=host, port=80, path=path, query=query)
+        ws = ClientProtocol(uri, max_size=max_message_size, logger=_PROTOCOL_LOGGER)
+        ws.send_request(ws.connect())
+        link = cls(stream, ws, receive_buffer_size)
+        await link._flush()
+        while ws.state is State.CONNECTING and ws.handshake_exc is None:
+            data = await stream.receive_some(receive_buffer_size)
+            link._feed(data)
+        if ws.handshake_exc is not None:
+            raise ws.handshake_exc
+        # Frames that came in the same read as the 101 are parsed already; answer any ping.
+        await link._flush()
+        return link
+
+    async def receive_messages(self) -> list[str | bytes]:
+        """Every message the next read completes (at least one), in order.
+
+        Messages that arrived before a close frame, a protocol failure or EOF are returned
+        first; the call after them raises.
+
+        Raises:
+            ~trio_tradovate.errors.ClosedByServer: the server's close code, 1009 for a message
+                over ``max_message_size``, 1002 for a protocol violation, 1006 for EOF or a
+                broken stream (mapped by :mod:`.boundary`).
+        """
+        while not self._ready:
+            if self._ended:
+                with map_exceptions():  # websockets ConnectionClosed -> ClosedByServer
+                    raise self._closed_error()
+            try:
+                data = await self._stream.receive_some(self._receive_size)
+            except _STREAM_GONE:
+                data = b""
+            self._feed(data)
+            with suppress(*_STREAM_GONE):
+                await self._flush()
+        ready, self._ready = self._ready, []
+        return ready
+
+    async def send(self, text: str) -> None:
+        """Send one text message; nothing happens on a closed or closing socket."""
+        if self._ws.state is not State.OPEN or self._output_broken:
+            return
+        self._ws.send_text(text.encode())
+        with suppress(*_STREAM_GONE, OSError):
+            await self._flush()
+
+    async def aclose(self) -> None:
+        """A polite close while the socket is up: send a close frame and read until the
+        server's close frame or EOF, bounded to :data:`CLOSE_TIMEOUT`, shielded from
+        cancellation. Does nothing once a close frame went either way or the input ended."""
+        ws = self._ws
+        if ws.state is not State.OPEN or self._ended or self._output_broken:
+            return
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + CLOSE_TIMEOUT
+            with suppress(*_STREAM_GONE, trio.BusyResourceError, OSError):
+                ws.send_close(CLOSE_CODE, CLOSE_REASON)
+                await self._flush()
+                while ws.close_rcvd is None and ws.parser_exc is None:
+                    self._feed(await self._stream.receive_some(self._receive_size))
+        self._ready.clear()  # nobody reads after a close
+
+    # ----------------------------------------------------------------- the sans-I/O side
+
+    def _feed(self, data: bytes | bytearray) -> None:
+        """Give ``data`` (``b""``: EOF) to the protocol and collect the messages it completes.
+
+        Pings need nothing here: the protocol queues the pong itself, and the caller flushes.
+        """
+        ws = self._ws
+        if data:
+            ws.receive_data(data)
+        else:
+            ws.receive_eof()
+        ready = self._ready
+        for event in ws.events_received():
+            if not isinstance(event, Frame):  # the handshake's Response
+                continue
+            opcode = event.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                # bytes(x) is x itself for the bytes the parser produces: no copy.
+                if event.fin:
+                    ready.append(_message(opcode, bytes(event.data)))
+                else:
+                    self._fragmented = opcode
+                    self._parts = [bytes(event.data)]
+            elif opcode is Opcode.CONT and self._fragmented is not None:
+                self._parts.append(bytes(event.data))
+                if event.fin:
+                    ready.append(_message(self._fragmented, b"".join(self._parts)))
+                    self._fragmented, self._parts = None, []
+            # PING: the pong is queued; PONG: unsolicited, ignored; CLOSE: see close_rcvd.
+        if ws.close_rcvd is not None or ws.parser_exc is not None or ws.state is State.CLOSED:
+            self._ended = True
+
+    def _closed_error(self) -> ConnectionClosedError:
+        """How the connection ended, as the ``websockets`` exception :mod:`.boundary` maps:
+        the close frame received, else the one we sent when failing it (1009, 1002, 1007),
+        else neither (EOF: 1006). Built here because ``ClientProtocol.close_exc`` is only
+        available once the server has also closed TCP."""
+        ws = self._ws
+        rcvd, sent = ws.close_rcvd, ws.close_sent
+        order = None if rcvd is None or sent is None else bool(ws.close_rcvd_then_sent)
+        error = ConnectionClosedError(rcvd, sent, order)
+        error.__cause__ = ws.parser_exc
+        return error
+
+    async def _flush(self) -> None:
+        """Write everything the protocol queued, under the send lock, in order.
+
+        ``b""`` in the queue (``SEND_EOF``) asks for a half-close: done on a stream that
+        supports it, otherwise left to the owner's close. A failure or a cancellation mid-write
+        marks the output broken (a partial frame may be on the wire) and propagates.
+        """
+        async with self._send_lock:
+            chunks = self._ws.data_to_send()
+            if not chunks or self._output_broken:
+                return
+            try:
+                for chunk in _coalesce(chunks):
+                    if chunk:
+                        await self._stream.send_all(chunk)
+                    elif isinstance(self._stream, trio.abc.HalfCloseableStream):
+                        await self._stream.send_eof()
+            except BaseException:
+                self._output_broken = True
+                raise
+
+
+def _message(opcode: Opcode, data: bytes) -> str | bytes:
+    """A complete message: text as ``str`` when it is UTF-8, else its raw ``bytes`` (which the
+    session counts as malformed); binary as ``bytes``."""
+    if opcode is Opcode.TEXT:
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            return data
+    return data
+
+
+def _coalesce(chunks: list[bytes]) -> list[bytes]:
+    """Adjacent frames joined into one write (``b""``, the EOF marker, kept apart): one
+    ``send_all`` per flush instead of one per frame."""
+    if len(chunks) == 1:
+        return chunks
+    out: list[bytes] = []
+    run: list[bytes] = []
+    for chunk in chunks:
+        if chunk:
+            run.append(chunk)
+            continue
+        if run:
+            out.append(b"".join(run))
+            run = []
+        out.append(chunk)
+    if run:
+        out.append(b"".join(run))
+    return out
+
+
+#: The websocket layers by ``EngineConfig.websocket_layer`` name (see ``config.WEBSOCKET_LAYERS``).
+LINK_CLASSES: Final[dict[str, type[Link]]] = {
+    "websockets": SansIOWebSocketLink,
+    "trio-websocket": WebSocketLink,
+}
+
+
+def link_class(layer: str) -> type[Link]:
+    """The :class:`Link` implementation named ``layer`` (validated by ``EngineConfig``)."""
+    return LINK_CLASSES[layer]
 
 
 #: Raised by the websocket library's own tasks when the upgrade is refused (HTTP 4xx/5xx):
-#: they reach the caller through the nursery that runs them, not through :meth:`open`.
-HANDSHAKE_ERRORS: tuple[type[BaseException], ...] = (trio_websocket.HandshakeError,)
+#: trio-websocket's reach the caller through the nursery that runs them, not through
+#: :meth:`Link.open`. The sans-I/O link raises from ``open`` itself (see :data:`CONNECT_ERRORS`).
+#: ``h11.LocalProtocolError`` is trio-websocket 0.12.2 answering a garbage HTTP response: its
+#: reader tries to send the server's rejection as a client and h11 refuses (seen in
+#: ``tests/engine/test_websocket_layers.py``); without this row it would stop the engine.
+HANDSHAKE_ERRORS: tuple[type[BaseException], ...] = (
+    trio_websocket.HandshakeError,
+    h11.LocalProtocolError,
+)
 
 #: What connecting and upgrading can raise below us (mapped to ``ConnectError`` by the caller).
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     trio.TooSlowError,
     trio.BrokenResourceError,
+    InvalidHandshake,
     *HANDSHAKE_ERRORS,
 )

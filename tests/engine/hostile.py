@@ -1176,8 +1176,10 @@ class _Wire:
 class HostileServer:
     """Connector and REST transport that play a :class:`Script`, and the invariant checks."""
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, layer: str | None = None) -> None:
         self.script = script
+        #: ``EngineConfig.websocket_layer`` (``None``: the engine's default).
+        self.layer = layer
         self.engine: Engine | None = None
         self.nursery: trio.Nursery | None = None
         self.t0 = trio.current_time()
@@ -1207,6 +1209,8 @@ class HostileServer:
             auth = {"credentials": Credentials("hostile", "secret", app_id="app", cid=1, sec="s")}
         else:
             auth = {"access_token": "given-token"}
+        if self.layer is not None:
+            auth["websocket_layer"] = self.layer
         return EngineConfig(
             rest_url=REST_URL,
             max_message_size=MAX_MESSAGE_SIZE,
@@ -1907,12 +1911,15 @@ def _deterministic_scheduling(seed: int) -> None:
     _run._r.seed(seed)
 
 
-async def check_script(seed: int, script: Script | None = None) -> HostileReport:
-    """Play one script (``make_script(seed)`` unless given) and report; never raises for an
-    invariant violation (see :func:`run_script`)."""
+async def check_script(
+    seed: int, script: Script | None = None, layer: str | None = None
+) -> HostileReport:
+    """Play one script (``make_script(seed)`` unless given) against an engine on websocket
+    ``layer`` (``None``: the default) and report; never raises for an invariant violation
+    (see :func:`run_script`)."""
     _deterministic_scheduling(seed)
     script = script if script is not None else make_script(seed)
-    server = HostileServer(script)
+    server = HostileServer(script, layer)
     with trio.move_on_after(script.duration + CLOSE_GRACE) as guard:
         livelock = _LivelockGuard(guard)
         trio.lowlevel.add_instrument(livelock)
@@ -1946,9 +1953,11 @@ async def check_script(seed: int, script: Script | None = None) -> HostileReport
     )
 
 
-async def run_script(seed: int, script: Script | None = None) -> HostileReport:
+async def run_script(
+    seed: int, script: Script | None = None, layer: str | None = None
+) -> HostileReport:
     """Play one script; raise :class:`HostileFailure` (seed, invariant, script) if it fails."""
-    report = await check_script(seed, script)
+    report = await check_script(seed, script, layer)
     if not report.ok:
         raise HostileFailure(report.message())
     return report

@@ -29,6 +29,10 @@ TOKEN: dict[str, Any] = {"access_token": "t"}
         ({**TOKEN, "shards": 2, "sync": SyncOptions(sharding=("modAccountId", 2, 0))}, "shards=N"),
         ({**TOKEN, "shards": 2, "shard_by": "modNothing"}, "shard_by"),
         ({**TOKEN, "sync": SyncOptions(entity_types=("order",))}, "entity_types needs accounts"),
+        (
+            {**TOKEN, "websocket_layer": "wsproto"},
+            "websocket_layer must be one of 'websockets', 'trio-websocket', got 'wsproto'",
+        ),
     ],
 )
 def test_bad_settings_fail_fast(kwargs: dict[str, Any], message: str) -> None:

@@ -19,7 +19,7 @@ from trio_tradovate.errors import (
 from trio_tradovate.sim import Simulator
 from trio_tradovate.testing import ScriptedConnector
 
-from ..conftest import config_for
+from ..conftest import config_for, layer_settings
 
 
 @pytest.mark.parametrize(
@@ -96,6 +96,7 @@ async def test_real_tls_handshake_failure_against_a_plain_server() -> None:
                 user_id=1,
                 connector=TcpConnector(),
                 seed=1,
+                **layer_settings(),
             )
             async with open_engine(config) as engine:
                 record = await engine.wait_for(State.BACKOFF)

@@ -201,4 +201,6 @@ async def reconnect_cycles(*, warm_up: int, measured: int) -> None:
             after = live_objects()
             assert len(engine.transitions) == 20
             assert engine.generation == warm_up + measured
-        assert after == before, (before, after)
+        # nothing grew (a task of the simulator's may come and go between the two counts)
+        assert all(after[kind] <= before[kind] for kind in after), (before, after)
+        assert after["SyncSession"] <= 1  # at most the connection that just ended
