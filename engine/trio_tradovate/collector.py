@@ -11,12 +11,16 @@ What :class:`CollectorDiscipline` does, when enabled (``EngineConfig.gc_discipli
 
 - while a frame of at least :data:`LARGE_FRAME` characters is parsed and applied, the
   collector is paused (and restored to whatever state the application had it in);
-- once a snapshot is applied, ``gc.freeze()`` moves every object alive then (the snapshot
-  included) to the permanent generation: later collections do not walk them, and the young
-  generations start empty, so the pause does not turn into a full collection a moment later;
-- when the connection ends, ``gc.unfreeze()`` gives those objects back to the collector, so
-  cyclic garbage that was alive at the freeze is still collected (nothing leaks across
-  connections; within one long connection it waits until the connection ends).
+- once a snapshot that came in such a frame is applied, ``gc.freeze()`` moves every object
+  alive then (the snapshot included) to the permanent generation: later collections do not
+  walk them, and the young generations start empty, so the pause does not turn into a full
+  collection a moment later. Small snapshots are not frozen: they cost the collector little,
+  and freezing parks each connection's short-lived cyclic garbage until a full collection
+  (measured: 60,000 to 198,000 live objects over 1,100 reconnects when every snapshot was
+  frozen, 50,000 to 62,000 when none was);
+- when that connection ends, ``gc.unfreeze()`` gives those objects back and one full
+  collection runs then, while the socket is down and no data flows on it, so cyclic garbage
+  that was alive at the freeze is freed (nothing accumulates across reconnects).
 
 Steady streaming of small events allocates no long-lived containers (a flat entity dict is
 untracked by the collector), so it triggers no full collection at all; the benchmark counts
@@ -40,6 +44,7 @@ class CollectorDiscipline:
         self.enabled = enabled
         #: How often a snapshot was frozen (for tests and health reports).
         self.freezes = 0
+        self._large_frame_seen = False
 
     @contextmanager
     def around(self, sizes: Iterator[int] | list[int]) -> Iterator[None]:
@@ -47,6 +52,7 @@ class CollectorDiscipline:
         if not self.enabled or not gc.isenabled() or max(sizes, default=0) < LARGE_FRAME:
             yield
             return
+        self._large_frame_seen = True
         gc.disable()
         try:
             yield
@@ -54,12 +60,15 @@ class CollectorDiscipline:
             gc.enable()
 
     def snapshot_applied(self) -> None:
-        """A snapshot is in the store: keep later collections off it."""
-        if self.enabled:
+        """A snapshot is in the store: keep later collections off it, if it was large."""
+        if self.enabled and self._large_frame_seen:
             gc.freeze()
             self.freezes += 1
 
     def connection_ended(self) -> None:
-        """Give frozen objects back to the collector (cyclic garbage among them is freed)."""
+        """Give frozen objects back and free the cyclic garbage among them, now that the
+        socket is down."""
+        self._large_frame_seen = False
         if self.enabled and gc.get_freeze_count():
             gc.unfreeze()
+            gc.collect()

@@ -165,3 +165,14 @@ async def test_a_large_snapshot_sets_off_no_full_collection(
         finally:
             gc.callbacks.remove(count)
             gc.unfreeze()
+
+
+async def test_a_small_snapshot_is_not_frozen(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Freezing every snapshot would park each reconnect's cyclic garbage until a full
+    collection; only snapshots that came in a large frame are frozen."""
+    gc.unfreeze()
+    async with open_engine(config_for(sim)) as engine:
+        await engine.wait_for(State.LIVE)
+        assert gc.get_freeze_count() == 0
