@@ -42,8 +42,6 @@ class CollectorDiscipline:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        #: How often a snapshot was frozen (for tests and health reports).
-        self.freezes = 0
         self._large_frame_seen = False
 
     @contextmanager
@@ -63,7 +61,6 @@ class CollectorDiscipline:
         """A snapshot is in the store: keep later collections off it, if it was large."""
         if self.enabled and self._large_frame_seen:
             gc.freeze()
-            self.freezes += 1
 
     def connection_ended(self) -> None:
         """Give frozen objects back and free the cyclic garbage among them, now that the

@@ -47,8 +47,7 @@ class ReconnectPolicy:
         #: Consecutive refusals of tokens minted for the very attempt.
         self.fresh_refusals = 0
         self._live_since: float | None = None
-        #: Whether the connection that ended last had been live, and stable.
-        self.was_live = False
+        #: Whether the connection that ended last had stayed live for ``stable_after``.
         self.was_stable = False
 
     def check(self, guard: Guard, event: object) -> bool:
@@ -71,7 +70,6 @@ class ReconnectPolicy:
 
     def connection_ended(self, event: Ending, now: float) -> None:
         """Count the attempt ``event`` ended (before its trigger fires)."""
-        self.was_live = self._live_since is not None
         self.was_stable = (
             self._live_since is not None and now - self._live_since >= self.backoff.stable_after
         )
@@ -104,6 +102,6 @@ class ReconnectPolicy:
                 return wait + self._rng.uniform(0, wait * 0.25), f"shutdown policy {code}"
         if fault.min_delay > 0:
             return max(fault.min_delay + self._rng.uniform(0, 1.0), jittered), "server wait"
-        if self.failed_attempts == 1:
+        if self.was_stable:
             return jittered, "first attempt after a stable connection"
         return jittered, "exponential backoff"

@@ -522,9 +522,6 @@ PENALTY_TABLE: Table[PenaltyNode, PenaltyTrigger] = Table(
     ],
 )
 
-#: Kept for readers of the old name: the recorded transitions of the connection table.
-TRANSITIONS = tuple(CONNECTION_TABLE.moves())
-
 
 class Policy(Protocol):
     """Answers the guards of a table, given the event that fired."""

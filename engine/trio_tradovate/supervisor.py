@@ -253,10 +253,7 @@ class SocketSupervisor:
         """Fire the trigger a connection-ending event names, the moment it is known (before
         any cleanup, so the record's time is when the engine knew)."""
         now = trio.current_time()
-        fault = event.fault
-        self._ctx.counters[f"fault.{fault.kind}"] += 1
-        if fault.lockout is not None:
-            self._ctx.penalties.lockout(fault.lockout)
+        fault = self._note_fault(event)
         if self._chart.outcome_of(event.trigger) is Outcome.MOVE:
             self._policy.connection_ended(event, now)
         self.stop_error = fault.error  # kept only if this fault ends up stopping us
@@ -266,6 +263,16 @@ class SocketSupervisor:
         if self._chart.node is Node.STOPPED:
             logger.error("%s; the socket stops (%s)", fault.describe(), fired.rule.doc)
         return fault, now
+
+    def _note_fault(self, event: Ending) -> Fault:
+        """What every connection-ending event means whatever the table does with it: its kind
+        is counted, and a captcha or 429 answer starts the lockout (the server said so, even
+        when the connection stays up, as for a late answer to a split sync)."""
+        fault = event.fault
+        self._ctx.counters[f"fault.{fault.kind}"] += 1
+        if fault.lockout is not None:
+            self._ctx.penalties.lockout(fault.lockout)
+        return fault
 
     async def _connection_cycle(self, ticket: str | None) -> tuple[Fault, float]:
         """One connection attempt, from token to the first fault."""
@@ -366,6 +373,7 @@ class SocketSupervisor:
                     for event in itertools.chain.from_iterable(batches):
                         if isinstance(event, ENDING_TYPES):
                             if self._chart.outcome_of(event.trigger) is not Outcome.MOVE:
+                                self._note_fault(event)
                                 self._fire(event.trigger, event.fault.describe(), event)
                                 continue
                             result = self._end(event, token)

@@ -25,8 +25,8 @@ Invariants, after every step and at the end (the letter is in every failure mess
 
 - (a) nothing but a documented ``TradovateError`` leaves ``open_engine``, and only when the
   engine stopped by policy;
-- (b) every transition record is a declared row of ``statechart.TRANSITIONS``
-  (:func:`assert_declared`);
+- (b) every transition record is a declared move of ``statechart.CONNECTION_TABLE`` or
+  ``PENALTY_TABLE`` (:func:`assert_declared`);
 - (c) at most one ``user/syncrequest`` per socket, and never before ``authorize`` was answered
   200;
 - (d) while the engine is live on a connection, its store equals the model;

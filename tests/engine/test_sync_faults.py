@@ -6,7 +6,7 @@ import orjson
 import pytest
 import trio
 
-from trio_tradovate import State, open_engine
+from trio_tradovate import State, SyncOptions, open_engine
 from trio_tradovate.sim import Simulator
 
 from ..conftest import config_for
@@ -86,3 +86,22 @@ async def test_quota_shutdowns_are_told_through_the_transition_log(
         record = await watcher.receive()
     assert record.dest is State.BACKOFF
     assert reason_code in record.reason
+
+
+@pytest.mark.parametrize(("split", "lockout"), [(True, True), (False, False)])
+async def test_a_late_429_to_the_sync_locks_out_and_keeps_the_socket(
+    split: bool, lockout: bool, sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    """After the snapshot, a 429 with the syncrequest's id keeps the socket up (the table
+    ignores it there). On a split-sync socket it is an answer to our request, so the lockout
+    starts; on another it is a second answer nobody asked for, and changes nothing."""
+    config = config_for(sim, sync=SyncOptions(split_responses=split))
+    async with open_engine(config) as engine:
+        await engine.wait_for(State.LIVE)
+        sim.inject_frame('a[{"i":1,"s":429}]')  # the sync is the socket's second request
+        await trio.sleep(2)
+        assert engine.state is State.LIVE
+        assert engine.generation == 1
+        began = [r for r in engine.transitions if r.trigger == "lockout_began"]
+        assert bool(began) is lockout
+        assert engine.counters["fault.sync_rate_limited"] == int(lockout)
