@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,7 +85,7 @@ class _Tokens:
         keeper: auth.TokenKeeper,
         engine_config: EngineConfig,
         http: httpx.AsyncClient,
-        pace: Any,
+        pace: Callable[[str], Awaitable[None]],
     ) -> None:
         self._keeper = keeper
         self._config = engine_config

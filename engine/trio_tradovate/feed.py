@@ -165,7 +165,14 @@ class ChangeFeed:
                 return None
             del self._delivered[key]
             return replace(change, entity=held)
-        if held is not None and (held is change.entity or held == change.entity):
+        # Only a merged change can equal what the consumer holds ("changed and changed back"):
+        # an unmerged one follows the value the consumer was last given, and the store emits
+        # no change that changes nothing. So the hot path skips the comparison.
+        if (
+            held is not None
+            and change.coalesced
+            and (held is change.entity or held == change.entity)
+        ):
             self.no_ops += 1
             return None
         if held is None and change.entity_type == "fill":
