@@ -315,6 +315,10 @@ async def each_change(engine: Any) -> Any:
     async for batch in batches:
         for change in batch:
             yield change
+        # A consumer that is done with a batch lets go of it before waiting for the next:
+        # else it holds one batch of changes across the engine's next read, where the
+        # collector's middle generation promotes them to the oldest, a batch at a time.
+        del batch
 
 
 async def engine_flood(spec: Spec, gcw: common.GcWatch) -> dict[str, Any]:

@@ -33,14 +33,15 @@ from __future__ import annotations
 import os
 from collections import OrderedDict, deque
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from .errors import ConfigError
-from .store import EntityChange, EntityKey
+from .store import ChangeRecord, EntityChange, EntityKey, as_change, entity_of
+
+_new_tuple = tuple.__new__
 
 
 class FillLedger:
@@ -85,11 +86,13 @@ class ChangeFeed:
     def __init__(self, ledger: FillLedger | None = None, *, window: int = 0) -> None:
         #: Changes admitted for the consumer, oldest first: the ``window`` most recent changes
         #: are kept as they came (no coalescing) while the consumer keeps up.
-        self._ready: deque[EntityChange] = deque()
+        #: The hot path's plain records (:data:`~.store.ChangeRecord`) and the slow path's
+        #: changes side by side: both are made :class:`EntityChange` when taken.
+        self._ready: deque[ChangeRecord] = deque()
         self.window = window
         self._waiting: OrderedDict[EntityKey, EntityChange] = OrderedDict()
-        #: What the consumer holds: the last value delivered per entity (shared, read-only
-        #: mappings from the store, so this costs references, not copies).
+        #: What the consumer holds: the last value delivered per entity (the store's own
+        #: dicts, shared: this costs references, not copies).
         self._delivered: dict[EntityKey, Mapping[str, Any]] = {}
         self.ledger = ledger if ledger is not None else FillLedger()
         #: Changes merged into one another while the consumer was behind.
@@ -104,9 +107,10 @@ class ChangeFeed:
     def __len__(self) -> int:
         return len(self._ready) + len(self._waiting)
 
-    def push(self, change: EntityChange) -> None:
-        """Queue ``change``: admitted as it is while fewer than ``window`` changes wait and none
+    def push(self, record: ChangeRecord) -> None:
+        """Queue a change: admitted as it is while fewer than ``window`` changes wait and none
         is coalescing; otherwise merged into one still waiting for the same entity."""
+        change = as_change(record)
         if not self._waiting and len(self._ready) < self.window:
             admitted = self._admit(change)
             if admitted is not None:
@@ -122,16 +126,41 @@ class ChangeFeed:
             return
         if waiting is not None:
             self.coalesced += 1
-            change = replace(
-                change, coalesced=True, recovered=waiting.recovered or change.recovered
+            change = change._replace(
+                coalesced=True, recovered=waiting.recovered or change.recovered
             )
         self._waiting[key] = change  # an existing key keeps its place in line
         self.high_water = max(self.high_water, len(self._waiting))
 
+    def extend(self, records: list[ChangeRecord]) -> None:
+        """:meth:`push` each of ``records``, in order. The hot path: while they all fit in the
+        window and nothing is coalescing, an update to an entity the consumer holds is
+        admitted here as the plain record it is, without a method call (what :meth:`_admit`
+        would do for it)."""
+        ready = self._ready
+        if self._waiting or len(ready) + len(records) > self.window:
+            for record in records:
+                self.push(record)
+            return
+        delivered = self._delivered
+        admit = self._admit
+        append = ready.append
+        for record in records:
+            entity_type, entity_id, event_type, entity, _, _, coalesced = record
+            if event_type == "Updated" and not coalesced:
+                key = (entity_type, entity_id)
+                if key in delivered:
+                    delivered[key] = entity
+                    append(record)
+                    continue
+            admitted = admit(as_change(record))
+            if admitted is not None:
+                append(admitted)
+
     def pop(self) -> EntityChange | None:
         """The oldest waiting change that changes what the consumer holds, or ``None``."""
         if self._ready:
-            return self._ready.popleft()
+            return as_change(self._ready.popleft())
         while self._waiting:
             _, change = self._waiting.popitem(last=False)
             admitted = self._admit(change)
@@ -143,7 +172,12 @@ class ChangeFeed:
         """Up to ``limit`` changes, oldest first (what :meth:`pop` would give one by one)."""
         ready = self._ready
         if len(ready) <= limit and not self._waiting:
-            batch = list(ready)  # the common case when backed up a little: one list copy
+            # the common case when backed up a little: one pass over the records
+            new = _new_tuple
+            batch = [
+                record if type(record) is EntityChange else new(EntityChange, record)
+                for record in ready
+            ]
             ready.clear()
             return batch
         batch = []
@@ -164,15 +198,12 @@ class ChangeFeed:
                 self.no_ops += 1
                 return None
             del self._delivered[key]
-            return replace(change, entity=held)
+            return change._replace(entity=held)
         # Only a merged change can equal what the consumer holds ("changed and changed back"):
         # an unmerged one follows the value the consumer was last given, and the store emits
         # no change that changes nothing. So the hot path skips the comparison.
-        if (
-            held is not None
-            and change.coalesced
-            and (held is change.entity or held == change.entity)
-        ):
+        entity = entity_of(change)
+        if held is not None and change.coalesced and (held is entity or held == entity):
             self.no_ops += 1
             return None
         if held is None and change.entity_type == "fill":
@@ -180,6 +211,6 @@ class ChangeFeed:
                 self.repeated_fills += 1
                 return None
             self.ledger.add(change.entity_id)
-        self._delivered[key] = change.entity
+        self._delivered[key] = entity
         kind = "Created" if held is None else "Updated"
-        return change if change.event_type == kind else replace(change, event_type=kind)
+        return change if change.event_type == kind else change._replace(event_type=kind)

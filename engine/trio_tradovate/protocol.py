@@ -40,6 +40,7 @@ __all__ = [
     "PUSH_KINDS",
     "Close",
     "EntityEvent",
+    "EntityUpdate",
     "Heartbeat",
     "Malformed",
     "Open",
@@ -47,8 +48,11 @@ __all__ = [
     "Response",
     "ServerEvent",
     "encode_request",
+    "array_messages",
     "parse_entity_event",
     "parse_frame",
+    "parse_message",
+    "props_updates",
 ]
 
 #: The client heartbeat (tradovate-protocol.md §5).
@@ -157,8 +161,27 @@ def _parse_array(text: str) -> list[ServerEvent]:
     if not isinstance(items, list):
         raise RemoteProtocolError("'a' frame does not hold a JSON array", text)
     if len(text) >= _NESTING_FLOOR and text.count("[") + text.count("{") > MAX_NESTING:
-        return [_parse_message(item) if _encodable(item) else _too_deep(item) for item in items]
-    return [_parse_message(item) for item in items]
+        return [parse_message(item) if _encodable(item) else _too_deep(item) for item in items]
+    return [parse_message(item) for item in items]
+
+
+def array_messages(text: str) -> list[Any] | None:
+    """The messages of ``text`` as orjson parsed them, when it is an ``a`` frame short enough
+    to need no nesting check; ``None`` for anything else (then :func:`parse_frame` it).
+
+    The hot path of a streaming socket: one ``props`` (or ``md``) event per frame, a few
+    hundred characters. The caller classifies each message itself (:func:`parse_message`
+    for what it does not stream), so no :class:`Push` is made per event.
+
+    Raises:
+        RemoteProtocolError: the frame is not valid JSON or not an array.
+    """
+    if text[:1] != "a" or len(text) >= _NESTING_FLOOR:
+        return None
+    items = _loads(text[1:], text)
+    if type(items) is not list:
+        raise RemoteProtocolError("'a' frame does not hold a JSON array", text)
+    return items
 
 
 def _encodable(item: Any) -> bool:
@@ -178,7 +201,9 @@ def _too_deep(item: Any) -> Malformed:
     return Malformed(RemoteProtocolError(f"{what} nested deeper than {MAX_NESTING} levels"))
 
 
-def _parse_message(item: Any) -> ServerEvent:
+def parse_message(item: Any) -> ServerEvent:
+    """One element of an ``a`` frame as a typed event (:class:`Malformed` when it is neither a
+    response nor an event)."""
     if not isinstance(item, dict):
         return Malformed(RemoteProtocolError("message is not a JSON object", _dump(item)))
     if "e" in item:
@@ -275,6 +300,12 @@ def _query_value(value: Any) -> str:
     return str(value)
 
 
+#: One entity of a ``props`` event: ``(entityType, eventType, entity)``, ``entity`` a dict
+#: with an integer ``id`` (§6). A plain tuple: the hot path makes one per event, and a tuple
+#: costs a fifth of a frozen dataclass.
+EntityUpdate = tuple[str, str, dict[str, Any]]
+
+
 @dataclass(frozen=True, slots=True)
 class EntityEvent:
     """A parsed ``props`` payload: ``entities`` holds one or more entity mappings (§6)."""
@@ -284,28 +315,44 @@ class EntityEvent:
     entities: tuple[Mapping[str, Any], ...]
 
 
-def parse_entity_event(data: Any) -> EntityEvent:
-    """Validate the ``d`` of a ``props`` event; ``entity`` may be one object or an array.
+def props_updates(data: Any, out: list[EntityUpdate]) -> None:
+    """Validate the ``d`` of a ``props`` event (``entity`` one object or an array) and append
+    one :data:`EntityUpdate` per entity to ``out``; nothing is appended when it is invalid.
 
     Raises:
         RemoteProtocolError: a field is missing or has the wrong type.
     """
-    if not isinstance(data, dict):
+    if type(data) is not dict:
         raise RemoteProtocolError("props payload is not an object", _dump(data))
     entity_type = data.get("entityType")
     event_type = data.get("eventType")
     entity = data.get("entity")
-    if not isinstance(entity_type, str) or not entity_type:
+    if type(entity_type) is not str or not entity_type:
         raise RemoteProtocolError("props event without a string entityType", _dump(data))
     if event_type not in ENTITY_EVENT_TYPES:
         raise RemoteProtocolError("props event with an unknown eventType", _dump(data))
+    kind: str = event_type
     if type(entity) is dict:  # the common case: one entity, no list made for it
         if type(entity.get("id")) is not int:
             raise RemoteProtocolError("props entity without an integer id", _dump(data))
-        return EntityEvent(entity_type, event_type, (entity,))
-    entities: list[Mapping[str, Any]] = []
+        out.append((entity_type, kind, entity))
+        return
+    checked: list[EntityUpdate] = []
     for item in entity if isinstance(entity, list) else [entity]:
-        if not isinstance(item, dict) or not _is_int(item.get("id")):
+        if type(item) is not dict or type(item.get("id")) is not int:
             raise RemoteProtocolError("props entity without an integer id", _dump(data))
-        entities.append(item)
-    return EntityEvent(entity_type, event_type, tuple(entities))
+        checked.append((entity_type, kind, item))
+    out.extend(checked)
+
+
+def parse_entity_event(data: Any) -> EntityEvent:
+    """Validate the ``d`` of a ``props`` event into one :class:`EntityEvent` (the same rules
+    as :func:`props_updates`, which the engine's hot path uses).
+
+    Raises:
+        RemoteProtocolError: a field is missing or has the wrong type.
+    """
+    updates: list[EntityUpdate] = []
+    props_updates(data, updates)  # valid from here on: an empty array gives no updates
+    entities = tuple(entity for _, _, entity in updates)
+    return EntityEvent(data["entityType"], data["eventType"], entities)

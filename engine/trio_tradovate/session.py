@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -59,15 +59,18 @@ from .errors import (
 )
 from .protocol import (
     Close,
-    EntityEvent,
+    EntityUpdate,
     Heartbeat,
     Malformed,
     Open,
     Push,
     Response,
+    ServerEvent,
+    array_messages,
     encode_request,
-    parse_entity_event,
     parse_frame,
+    parse_message,
+    props_updates,
 )
 from .scheduler import PENALTY_MARGIN, server_ticket, server_wait
 from .statechart import Node, Trigger
@@ -174,9 +177,11 @@ class SyncRejected:
 
 @dataclass(frozen=True, slots=True)
 class EntityEvents:
-    """A valid ``props`` event."""
+    """Valid ``props`` events, one update per entity, in order: every one that came in a row
+    (across messages of one read) until something else did, so the table is consulted once
+    per run rather than once per event."""
 
-    event: EntityEvent
+    updates: list[EntityUpdate]
     trigger: ClassVar[Trigger] = Trigger.PROPS
 
 
@@ -355,6 +360,10 @@ class Limits:
 class Session:
     """What every Tradovate socket's conversation shares (see the module docstring)."""
 
+    #: The event kind this socket streams (``props`` for the user sync): its events skip
+    #: the per-event objects and come out as runs of updates (:meth:`receive_batch`).
+    STREAM_KIND: ClassVar[str | None] = None
+
     def __init__(
         self,
         *,
@@ -425,29 +434,86 @@ class Session:
 
     def receive(self, message: str | bytes, now: float) -> list[SessionEvent]:
         """Every event one websocket message holds, in order."""
-        self.last_frame_at = now
-        if not isinstance(message, str):
-            return [MalformedInput(RemoteProtocolError("binary frame", message))]
-        try:
-            frames = parse_frame(message)
-        except RemoteProtocolError as exc:
-            return [MalformedInput(exc)]
-        events: list[SessionEvent] = []
-        for frame in frames:
-            if isinstance(frame, Push):
-                events.append(self._on_push(frame, now))
-            elif isinstance(frame, Response):
-                events.append(self._on_response(frame, now))
-            elif isinstance(frame, Heartbeat):
-                events.append(ServerHeartbeat())
-            elif isinstance(frame, Open):
-                events.append(self._on_open())
-            elif isinstance(frame, Close):
-                fault = Fault("closed_by_server", ClosedByServer(frame.code, frame.reason))
-                events.append(ServerClosing(fault))
-            elif isinstance(frame, Malformed):
-                events.append(MalformedInput(frame.error))
+        events, _ = self.receive_batch([message], now)
         return events
+
+    def receive_batch(
+        self, messages: Sequence[str | bytes], now: float, start: int = 0
+    ) -> tuple[list[SessionEvent], int]:
+        """The events of ``messages[start:]``, in order, and the index of the first message
+        not yet read.
+
+        Reading stops after the first message that holds anything but streamed updates (an
+        answer, a heartbeat, a close, malformed input...): the caller fires its events before
+        the session reads on, since what they do (an ``authorize`` sent, a snapshot applied)
+        can change what the next message means. Streamed updates in a row, across messages,
+        come as one :class:`EntityEvents`.
+        """
+        self.last_frame_at = now
+        stream_kind = self.STREAM_KIND
+        events: list[SessionEvent] = []
+        run: list[EntityUpdate] = []
+        index = start
+        end = len(messages)
+        while index < end:
+            message = messages[index]
+            index += 1
+            other = len(events)
+            for frame in self._frames(message, run):
+                if type(frame) is Push and frame.kind == stream_kind:
+                    try:
+                        props_updates(frame.data, run)
+                        continue
+                    except RemoteProtocolError as exc:
+                        frame = Malformed(exc)
+                if run:
+                    events.append(EntityEvents(run))
+                    run = []
+                events.append(self._on_frame(frame, now))
+            if len(events) > other:
+                break
+        if run:
+            events.append(EntityEvents(run))
+        return events, index
+
+    def _frames(self, message: str | bytes, run: list[EntityUpdate]) -> list[ServerEvent]:
+        """The frames of ``message`` that are not streamed updates; those of a small ``a``
+        frame go straight onto ``run`` while it holds nothing else (the hot path: no
+        :class:`Push` made per event). Anything else comes back as frames, in order."""
+        if type(message) is not str:
+            return [Malformed(RemoteProtocolError("binary frame", message))]
+        try:
+            items = array_messages(message)
+            if items is None:
+                return parse_frame(message)
+        except RemoteProtocolError as exc:
+            return [Malformed(exc)]
+        stream_kind = self.STREAM_KIND
+        for position, item in enumerate(items):
+            if type(item) is dict and item.get("e") == stream_kind:
+                try:
+                    props_updates(item.get("d"), run)
+                    continue
+                except RemoteProtocolError:
+                    pass  # parsed again below, into its Malformed, in its place
+            # Something else: it and everything after it come back in order.
+            return [parse_message(rest) for rest in items[position:]]
+        return []
+
+    def _on_frame(self, frame: ServerEvent, now: float) -> SessionEvent:
+        if isinstance(frame, Push):
+            return self._on_push(frame, now)
+        if isinstance(frame, Response):
+            return self._on_response(frame, now)
+        if isinstance(frame, Heartbeat):
+            return ServerHeartbeat()
+        if isinstance(frame, Open):
+            return self._on_open()
+        if isinstance(frame, Close):
+            return ServerClosing(
+                Fault("closed_by_server", ClosedByServer(frame.code, frame.reason))
+            )
+        return MalformedInput(frame.error)
 
     def _on_open(self) -> SessionEvent:
         if self._opened:
@@ -501,6 +567,8 @@ class Session:
 class SyncSession(Session):
     """The user-sync socket: :class:`Session` plus the one syncrequest and its snapshot."""
 
+    STREAM_KIND = "props"
+
     def __init__(
         self,
         *,
@@ -518,8 +586,8 @@ class SyncSession(Session):
         self._sync_delay = 0.0
         self._parts: list[Mapping[str, Any]] = []
         self._last_part_at = 0.0
-        #: Events that raced the snapshot, the latest per entity.
-        self._early: dict[tuple[str, int], tuple[str, Mapping[str, Any]]] = {}
+        #: Updates that raced the snapshot, the latest per entity.
+        self._early: dict[tuple[str, int], EntityUpdate] = {}
 
     def _deadline_of(self, node: Node, now: float) -> float:
         if node is Node.SYNC_PACED:
@@ -546,14 +614,6 @@ class SyncSession(Session):
             self._sync_delay = max(0.0, self._sync_pace(now))
             return Authorized(self._sync_delay)
         return answer
-
-    def _on_push(self, push: Push, now: float) -> SessionEvent:
-        if push.kind == "props":
-            try:
-                return EntityEvents(parse_entity_event(push.data))
-            except RemoteProtocolError as exc:
-                return MalformedInput(exc)
-        return super()._on_push(push, now)
 
     def _on_response(self, response: Response, now: float) -> SessionEvent:
         if self._sync_id is None or response.request_id != self._sync_id:
@@ -621,26 +681,25 @@ class SyncSession(Session):
         """Whether this socket's syncrequest went out."""
         return self._sync_id is not None
 
-    def buffer(self, event: EntityEvent) -> None:
-        """Keep an event that raced the snapshot: the latest per entity."""
-        for entity in event.entities:
-            key = (event.entity_type, int(entity["id"]))
-            self._early.pop(key, None)  # a newer event goes to the back, as it came last
-            self._early[key] = (event.event_type, entity)
+    def buffer(self, updates: list[EntityUpdate]) -> None:
+        """Keep updates that raced the snapshot: the latest per entity."""
+        early = self._early
+        for update in updates:
+            key = (update[0], update[2]["id"])
+            early.pop(key, None)  # a newer update goes to the back, as it came last
+            early[key] = update
 
     @property
     def buffered(self) -> int:
-        """How many entities have an event waiting for the snapshot."""
+        """How many entities have an update waiting for the snapshot."""
         return len(self._early)
 
-    def take_buffered(self) -> list[EntityEvent]:
-        """The events that raced the snapshot, one per entity, oldest first; then forgets them."""
-        events = [
-            EntityEvent(entity_type, event_type, (entity,))
-            for (entity_type, _), (event_type, entity) in self._early.items()
-        ]
+    def take_buffered(self) -> list[EntityUpdate]:
+        """The updates that raced the snapshot, one per entity, oldest first; then forgets
+        them."""
+        updates = list(self._early.values())
         self._early.clear()
-        return events
+        return updates
 
     def assembled(self) -> dict[str, Any]:
         """One snapshot from the split parts: collections concatenated by name."""

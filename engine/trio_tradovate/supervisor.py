@@ -33,7 +33,7 @@ import itertools
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -352,43 +352,71 @@ class SocketSupervisor:
         sender_scope = trio.CancelScope()
         nursery.start_soon(self._heartbeat, link, session.started_at)
         ended: Fault | None = None
+        outgoing: list[str] = []
+
+        def handle(
+            batches: Iterable[list[SessionEvent]], messages: list[str | bytes]
+        ) -> tuple[Fault, float] | None:
+            """Fire every event of ``batches`` (never awaiting: frames to send go on
+            ``outgoing``); what ended the connection, if one did."""
+            nonlocal ended
+            with ctx.collector.around(map(len, messages)):
+                for event in itertools.chain.from_iterable(batches):
+                    if isinstance(event, ENDING_TYPES):
+                        if self._chart.outcome_of(event.trigger) is not Outcome.MOVE:
+                            self._note_fault(event)
+                            self._fire(event.trigger, event.fault.describe(), event)
+                            continue
+                        result = self._end(event, token)
+                        ended = result[0]
+                        return result
+                    frame = self._step(
+                        event, session, link, outbound, nursery, sender_scope, ticket
+                    )
+                    if frame is not None:
+                        outgoing.append(frame)
+            return None
+
         try:
             while True:
-                messages: list[str | bytes] = []
-                batches: Iterable[list[SessionEvent]]
-                try:
-                    with trio.move_on_at(session.next_deadline()):
-                        messages = await link.receive_messages()
-                except ClosedByServer as exc:
-                    batches = [[ConnectionEnded(closed_fault(exc.code, exc.reason))]]
-                else:
-                    now = trio.current_time()
-                    if not messages:
-                        batches = [session.expire(now)]
-                    else:
-                        counters["frames_received"] += len(messages)
-                        # lazily: each message is read after the previous one's events fired
-                        batches = (session.receive(message, now) for message in messages)
-                with ctx.collector.around([len(message) for message in messages]):
-                    for event in itertools.chain.from_iterable(batches):
-                        if isinstance(event, ENDING_TYPES):
-                            if self._chart.outcome_of(event.trigger) is not Outcome.MOVE:
-                                self._note_fault(event)
-                                self._fire(event.trigger, event.fault.describe(), event)
-                                continue
-                            result = self._end(event, token)
-                            ended = result[0]
+                # One cancel scope carries the session's deadline over many reads, and it is
+                # only ever moved earlier: a scope, and each deadline set on it, is a
+                # reference cycle or a heap entry for the collector, and one per read was
+                # enough to set off full collections while streaming. When it fires early
+                # (frames came meanwhile), the session says nothing is due, and a new scope
+                # takes the next deadline. Only the wait for a read is inside it: the events
+                # are handled without awaiting, and frames to send go out after it is left.
+                with trio.CancelScope() as waiting:
+                    while not outgoing:
+                        deadline = session.next_deadline()
+                        if deadline < waiting.deadline:
+                            waiting.deadline = deadline
+                        try:
+                            messages = await link.receive_messages()
+                        except ClosedByServer as exc:
+                            fault = closed_fault(exc.code, exc.reason)
+                            result = handle([[ConnectionEnded(fault)]], [])
+                            assert result is not None  # a closed socket always ends it
                             return result
-                        await self._step(
-                            event, session, link, outbound, nursery, sender_scope, ticket
-                        )
+                        counters["frames_received"] += len(messages)
+                        # lazily: the session reads on only after the events so far fired
+                        result = handle(_read(session, messages, trio.current_time()), messages)
+                        if result is not None:
+                            return result
+                if waiting.cancelled_caught:
+                    result = handle([session.expire(trio.current_time())], [])
+                    if result is not None:
+                        return result
+                for frame in outgoing:
+                    await link.send(frame)
+                outgoing.clear()
         finally:
             ctx.collector.connection_ended()
             sender_scope.cancel()
             cause = ended.error if ended is not None else EngineStopped("closing")
             ctx.pipeline.connection_lost(outbound, cause)
 
-    async def _step(
+    def _step(
         self,
         event: SessionEvent,
         session: SyncSession,
@@ -397,8 +425,10 @@ class SocketSupervisor:
         nursery: trio.Nursery,
         sender_scope: trio.CancelScope,
         ticket: str | None,
-    ) -> None:
-        """Fire one non-ending event and do the action its rule names."""
+    ) -> str | None:
+        """Fire one non-ending event and do the action its rule names; return the frame the
+        action sends, if any (made now, so the session knows its id before the next message
+        is read; the caller sends it)."""
         chart = self._chart
         rule = chart.table.cells[(chart.node, event.trigger)][0]
         if rule.outcome is Outcome.HANDLE:  # the hot path: no record, no reason text
@@ -411,15 +441,15 @@ class SocketSupervisor:
         if action is None:
             if isinstance(event, Unrequested):
                 logger.warning("%s (id %d) ignored", event.why, event.response.request_id)
-            return
+            return None
         ctx = self._ctx
         generation = self._generation
         if action is Action.APPLY_PROPS:
             assert isinstance(event, EntityEvents)
-            ctx.writer.event(event.event, generation=generation, owner=self.index)
+            ctx.writer.events(event.updates, generation=generation, owner=self.index)
         elif action is Action.BUFFER_PROPS:
             assert isinstance(event, EntityEvents)
-            session.buffer(event.event)
+            session.buffer(event.updates)
         elif action is Action.COUNT_HEARTBEAT:
             ctx.counters["server_heartbeats"] += 1
         elif action is Action.ROUTE_ANSWER:
@@ -428,10 +458,10 @@ class SocketSupervisor:
                 logger.debug("reply to unknown request %d dropped", event.response.request_id)
                 ctx.counters["late_replies"] += 1
         elif action is Action.SEND_AUTHORIZE:
-            await link.send(session.authorize())
+            return session.authorize()
         elif action is Action.SEND_SYNC:
             ctx.governor.record("user/syncrequest", trio.current_time())
-            await link.send(session.sync(self._sync_body(ticket)))
+            return session.sync(self._sync_body(ticket))
         elif action is Action.COLLECT_PART:
             pass  # the session keeps the parts
         elif action is Action.APPLY_LATE_PART:
@@ -446,6 +476,7 @@ class SocketSupervisor:
             ctx.collector.snapshot_applied()
             self._policy.went_live(trio.current_time())
             nursery.start_soon(self._sender, link, outbound, sender_scope)
+        return None
 
     def _sync_body(self, ticket: str | None) -> Mapping[str, Any]:
         body = self._sync.body(self._ctx.tokens.user_id)
@@ -468,6 +499,16 @@ class SocketSupervisor:
         # a socket that is going away; RequestPipeline.connection_lost handles those in flight.
         with scope:
             await self._ctx.pipeline.run_sender(outbound, link.send)
+
+
+def _read(
+    session: SyncSession, messages: list[str | bytes], now: float
+) -> Iterator[list[SessionEvent]]:
+    """The events of one read, a batch at a time (see :meth:`Session.receive_batch`)."""
+    index = 0
+    while index < len(messages):
+        events, index = session.receive_batch(messages, now, index)
+        yield events
 
 
 def _reason(event: SessionEvent) -> str:

@@ -72,12 +72,14 @@ class StoreViews:
         return self._one(cls, entity_id)
 
     def _parse(self, cls: type[V], raw: Mapping[str, Any], cache: _TypeCache) -> V:
-        """``cls.from_raw(raw)``, reusing the cached view if ``raw`` is the very object parsed."""
+        """``cls.from_raw(raw)``, reusing the cached view if ``raw`` equals the value parsed
+        (the store hands out a fresh read-only view per read, and never replaces a value by an
+        equal one, so equal means the same version)."""
         entity_id = raw.get("id")
         if not isinstance(entity_id, int) or isinstance(entity_id, bool):
             return cls.from_raw(raw)  # the store would not key it so; do not cache the oddity
         hit = cache.get(entity_id)
-        if hit is not None and hit[0] is raw and isinstance(hit[1], cls):
+        if hit is not None and isinstance(hit[1], cls) and hit[0] == raw:
             return hit[1]
         view = cls.from_raw(raw)
         cache[entity_id] = (raw, view)

@@ -9,13 +9,12 @@ are applied the same way whoever writes. Sans-I/O: ``wake`` is any callable.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .feed import ChangeFeed
-from .protocol import EntityEvent
-from .store import EntityStore, singular
+from .protocol import EntityUpdate
+from .store import EntityStore, recovered, singular
 
 
 class StoreWriter:
@@ -39,51 +38,55 @@ class StoreWriter:
     def snapshot(
         self,
         snapshot: Mapping[str, Any],
-        early: Iterable[EntityEvent],
+        early: list[EntityUpdate],
         *,
         generation: int,
         owner: int,
     ) -> None:
-        """Replace ``owner``'s view with ``snapshot``, then apply the events that raced it.
+        """Replace ``owner``'s view with ``snapshot``, then apply the updates that raced it.
 
         Synchronous from the first change to the last, so no live event can slip between
         the snapshot and the events that were waiting for it.
         """
-        push = self._feed.push
-        for change in self._store.apply_snapshot(
-            snapshot, generation, entity_types=self._entity_types, owner=owner
-        ):
-            push(change)
-        for event in early:
-            self.event(event, generation=generation, owner=owner)
+        self._feed.extend(
+            self._store.apply_snapshot(
+                snapshot, generation, entity_types=self._entity_types, owner=owner
+            )
+        )
+        if early:
+            self.events(early, generation=generation, owner=owner)
         self._wake()
 
-    def event(self, event: EntityEvent, *, generation: int, owner: int) -> None:
-        """Apply one live ``props`` event."""
-        self._counters["props_events"] += 1
-        if self._entity_types is not None and event.entity_type not in self._entity_types:
-            self._counters["props_filtered"] += 1
-            return
-        changes = self._store.apply_event(event, generation, owner=owner)
+    def events(self, updates: list[EntityUpdate], *, generation: int, owner: int) -> None:
+        """Apply live ``props`` updates (one per entity, in the order they came)."""
+        self._counters["props_events"] += len(updates)
+        wanted = self._entity_types
+        if wanted is not None:
+            kept = [update for update in updates if update[0] in wanted]
+            if len(kept) != len(updates):
+                self._counters["props_filtered"] += len(updates) - len(kept)
+            updates = kept
+        changes = self._store.apply_updates(updates, generation, owner=owner)
         if changes:
-            push = self._feed.push
-            for change in changes:
-                push(change)
+            self._feed.extend(changes)
             self._wake()
 
     def late_part(self, part: Mapping[str, Any], *, generation: int, owner: int) -> None:
         """A split-snapshot part after the quiet period: upsert what it holds (its entities
         may have looked deleted meanwhile; a late part never deletes anything)."""
         self._counters["late_sync_parts"] += 1
+        updates: list[EntityUpdate] = []
         for collection, values in part.items():
             if not isinstance(values, list):
                 continue
             entity_type = singular(collection)
             if self._entity_types is not None and entity_type not in self._entity_types:
                 continue
-            for raw in values:
-                if isinstance(raw, dict) and type(raw.get("id")) is int:
-                    event = EntityEvent(entity_type, "Updated", (raw,))
-                    for change in self._store.apply_event(event, generation, owner=owner):
-                        self._feed.push(replace(change, recovered=True))
+            updates.extend(
+                (entity_type, "Updated", raw)
+                for raw in values
+                if isinstance(raw, dict) and type(raw.get("id")) is int
+            )
+        changes = self._store.apply_updates(updates, generation, owner=owner)
+        self._feed.extend([recovered(change) for change in changes])
         self._wake()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from typing import Any
@@ -16,12 +17,13 @@ from trio_tradovate.errors import (
     ConnectTimeout,
     Penalized,
     RateLimited,
+    RemoteProtocolError,
     RequestError,
     ServerShutdown,
     Stalled,
     SyncTimeout,
 )
-from trio_tradovate.protocol import EntityEvent
+from trio_tradovate.protocol import Push, parse_entity_event, parse_frame
 from trio_tradovate.scheduler import MAX_SERVER_WAIT, PENALTY_MARGIN
 from trio_tradovate.session import (
     EVENT_TYPES,
@@ -241,11 +243,11 @@ def test_sync_refusals_are_classified_and_server_numbers_clamped(
 def test_events_that_race_the_snapshot_are_coalesced_per_entity() -> None:
     s = session()
     for n in range(10_000):
-        s.buffer(EntityEvent("order", "Updated", ({"id": n % 10, "n": n},)))
-    s.buffer(EntityEvent("order", "Deleted", ({"id": 3},)))
+        s.buffer([("order", "Updated", {"id": n % 10, "n": n})])
+    s.buffer([("order", "Deleted", {"id": 3})])
     assert s.buffered == 10  # memory bounded by entities, not by events
-    events = s.take_buffered()
-    last = {e.entities[0]["id"]: (e.event_type, e.entities[0]) for e in events}
+    updates = s.take_buffered()
+    last = {entity["id"]: (event_type, entity) for _, event_type, entity in updates}
     assert last[3] == ("Deleted", {"id": 3})
     assert last[4] == ("Updated", {"id": 4, "n": 9994})
     assert s.buffered == 0
@@ -323,6 +325,124 @@ def _random_frame(rng: random.Random, ids: int) -> str | bytes:
     return "a" + orjson.dumps([rng.random(), None, {"i": True, "s": 200}]).decode()
 
 
+def _mixed_frame(rng: random.Random) -> str | bytes:
+    """A frame of several messages: props (valid or not) mixed with anything else."""
+    if rng.random() < 0.3:
+        return _random_frame(rng, 4)
+    parts = []
+    for _ in range(rng.randrange(1, 5)):
+        body: Any = {
+            "entityType": rng.choice(["order", "order", "fill", 7]),
+            "eventType": rng.choice(["Created", "Updated", "Updated", "Deleted", "x"]),
+            "entity": rng.choice(
+                [{"id": rng.randrange(5), "n": rng.random()}, [{"id": 1}, {"id": 2}], {}, []]
+            ),
+        }
+        parts.append(
+            rng.choice(
+                [
+                    {"e": "props", "d": body},
+                    {"e": "props", "d": body},
+                    {"e": "md", "d": {}},
+                    {"i": rng.randrange(3), "s": 200},
+                    "junk",
+                ]
+            )
+        )
+    return "a" + orjson.dumps(parts).decode()
+
+
+def _flat(events: list[Any]) -> list[Any]:
+    """Events with every run of updates spread out one per entity, for comparison (other
+    events by their repr: errors inside them do not compare equal)."""
+    out: list[Any] = []
+    for event in events:
+        if isinstance(event, EntityEvents):
+            out.extend(("update", *update) for update in event.updates)
+        else:
+            out.append(repr(event))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_a_read_gives_the_events_of_its_messages_in_order_and_stops_at_other_events(
+    seed: int,
+) -> None:
+    """Reading a batch of messages gives exactly the events reading them one at a time
+    gives, in the same order (updates included, one per entity); consecutive updates come
+    as one run; and each call stops right after the first message holding anything else, so
+    the caller can act on it before the next message is read."""
+    rng = random.Random(seed)
+    one, many = session(), session()
+    for s in (one, many):
+        authorized(s)
+        s.entered(Node.LIVE, 1)
+    messages = [_mixed_frame(rng) for _ in range(rng.randrange(1, 40))]
+    expected = _flat([event for message in messages for event in one.receive(message, 2)])
+    got: list[Any] = []
+    index = 0
+    while index < len(messages):
+        events, after = many.receive_batch(messages, 2, index)
+        assert after > index
+        # updates in a row are one run: never two runs side by side
+        kinds = [isinstance(event, EntityEvents) for event in events]
+        assert not any(a and b for a, b in itertools.pairwise(kinds))
+        # only the last message read may hold something other than updates
+        for message in messages[index : after - 1]:
+            assert all(isinstance(e, EntityEvents) for e in one.receive(message, 2))
+        got += _flat(events)
+        index = after
+    assert got == expected
+    # and both agree with the frame parser alone: updates in place, one event per other frame
+    assert [g if isinstance(g, tuple) else "other" for g in got] == _oracle(messages)
+
+
+def _oracle(messages: list[str | bytes]) -> list[Any]:
+    out: list[Any] = []
+    for message in messages:
+        try:
+            frames = parse_frame(message) if isinstance(message, str) else None
+        except RemoteProtocolError:
+            frames = None
+        if frames is None:
+            out.append("other")
+            continue
+        for frame in frames:
+            if isinstance(frame, Push) and frame.kind == "props":
+                try:
+                    event = parse_entity_event(frame.data)
+                except RemoteProtocolError:
+                    out.append("other")
+                    continue
+                out += [("update", event.entity_type, event.event_type, e) for e in event.entities]
+            else:
+                out.append("other")
+    return out
+
+
+def test_updates_around_an_answer_in_one_frame_keep_their_places() -> None:
+    s = session()
+    authorized(s)
+    s.entered(Node.LIVE, 1)
+    first = {
+        "e": "props",
+        "d": {"entityType": "order", "eventType": "Updated", "entity": {"id": 1}},
+    }
+    second = {
+        "e": "props",
+        "d": {"entityType": "order", "eventType": "Created", "entity": {"id": 2}},
+    }
+    frame = "a" + orjson.dumps([first, {"i": 9, "s": 200}, second]).decode()
+    events, after = s.receive_batch([frame, props("order", "Updated", {"id": 3})], 2)
+    assert after == 1  # the answer stops the read after its message
+    assert [type(e) for e in events] == [EntityEvents, Answer, EntityEvents]
+    assert [u[2]["id"] for u in events[0].updates] == [1]  # type: ignore[union-attr]
+    assert [u[2]["id"] for u in events[2].updates] == [2]  # type: ignore[union-attr]
+    rest, after = s.receive_batch([frame, props("order", "Updated", {"id": 3})], 2, 1)
+    assert after == 2
+    assert [u[2]["id"] for u in rest[0].updates] == [3]  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_any_script_gives_only_declared_events_and_never_raises(seed: int) -> None:
     """Seeded scripts of any frames in any order, with the table's actions taken as a
@@ -349,7 +469,7 @@ def test_any_script_gives_only_declared_events_and_never_raises(seed: int) -> No
             snapshots += isinstance(event, SnapshotReady)
             authorizations += isinstance(event, Authorized | AuthorizationRejected)
             if isinstance(event, EntityEvents):
-                s.buffer(event.event)
+                s.buffer(event.updates)
             assert isinstance(event.trigger.value, str)
         assert s.buffered <= 10  # ids 0..4 of the two types that parse: order and fill
         assert math.isfinite(s.next_deadline()) or s.next_deadline() == math.inf
@@ -388,7 +508,7 @@ def stream_events(total: int) -> tuple[int, int]:
         for n in range(total):
             for event in s.receive(frames[n % 5000], 2.0):
                 assert isinstance(event, EntityEvents)
-                writer.event(event.event, generation=1, owner=0)
+                writer.events(event.updates, generation=1, owner=0)
             while feed.pop() is not None:
                 pass
             if n + 1 in (total // 10, total):

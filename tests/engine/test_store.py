@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from trio_tradovate.protocol import EntityEvent, parse_entity_event
-from trio_tradovate.store import EntityStore, singular
+from trio_tradovate.store import EntityChange, EntityStore, as_change, singular
 
 
 def props(entity_type: str, event_type: str, entity: object) -> EntityEvent:
@@ -30,12 +32,17 @@ def test_collection_names_become_entity_types(plural: str, expected: str) -> Non
     assert singular(plural) == expected
 
 
+def snapshot(store: EntityStore, data: dict[str, Any], generation: int) -> list[EntityChange]:
+    """``apply_snapshot``'s records as the changes a consumer would be given."""
+    return [as_change(r) for r in store.apply_snapshot(data, generation, entity_types=None)]
+
+
 def test_snapshot_then_props_upsert_and_delete() -> None:
     store = EntityStore()
-    first = store.apply_snapshot(
+    first = snapshot(
+        store,
         {"orders": [{"id": 1, "ordStatus": "Working"}], "positions": [], "junk": 5},
         1,
-        entity_types=None,
     )
     assert [(c.entity_type, c.entity_id, c.event_type, c.recovered) for c in first] == [
         ("order", 1, "Created", True)
@@ -65,10 +72,8 @@ def test_resync_diff_reports_only_what_changed() -> None:
         1,
         entity_types=None,
     )
-    changes = store.apply_snapshot(
-        {"orders": [{"id": 2, "s": "F"}, {"id": 3, "s": "W"}], "accounts": [{"id": 9}]},
-        2,
-        entity_types=None,
+    changes = snapshot(
+        store, {"orders": [{"id": 2, "s": "F"}, {"id": 3, "s": "W"}], "accounts": [{"id": 9}]}, 2
     )
     assert sorted((c.entity_id, c.event_type) for c in changes) == [
         (1, "Deleted"),

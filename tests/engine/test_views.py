@@ -430,7 +430,10 @@ def test_view_falls_back_to_the_raw_mapping() -> None:
     store = sample_store()
     views = StoreViews(store)
     assert isinstance(views.view("order", 51), Order)
-    assert views.view("user", 2000001) is store.get("user", 2000001)
+    user = views.view("user", 2000001)
+    assert user == store.get("user", 2000001)
+    with pytest.raises(TypeError):
+        user["name"] = "changed"  # type: ignore[index]
     assert views.view("order", 999) is None
     assert views.view("user", 1) is None
 
@@ -554,6 +557,6 @@ async def test_views_agree_with_a_live_store(autojump_clock: trio.testing.MockCl
             shown = views.view(entity_type, entity_id)
             if entity_type in VIEW_TYPES:
                 assert isinstance(shown, VIEW_TYPES[entity_type])
-                assert shown.raw is raw
+                assert shown.raw == raw
             else:
-                assert shown is raw
+                assert shown == raw
