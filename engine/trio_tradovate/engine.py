@@ -124,7 +124,7 @@ class Engine:
 
     def __init__(self, config: EngineConfig, http: httpx.AsyncClient) -> None:
         self.config = config
-        self.store = EntityStore()
+        self.store = EntityStore(shared=config.shards > 1)
         #: Typed, read-only views of :attr:`store` (orders of an account, a position, ...).
         self.views = StoreViews(self.store)
         #: Counts of what happened: frames, malformed input, faults by kind, reconnects.

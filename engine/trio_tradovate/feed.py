@@ -173,11 +173,8 @@ class ChangeFeed:
         ready = self._ready
         if len(ready) <= limit and not self._waiting:
             # the common case when backed up a little: one pass over the records
-            new = _new_tuple
-            batch = [
-                record if type(record) is EntityChange else new(EntityChange, record)
-                for record in ready
-            ]
+            new = _new_tuple  # an EntityChange in line (the slow path's) is copied as well
+            batch = [new(EntityChange, record) for record in ready]
             ready.clear()
             return batch
         batch = []

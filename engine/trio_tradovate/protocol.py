@@ -25,7 +25,7 @@ levels; deeper is invalid JSON here) and Python could not compare or print witho
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -48,11 +48,11 @@ __all__ = [
     "Response",
     "ServerEvent",
     "encode_request",
-    "array_messages",
     "parse_entity_event",
     "parse_frame",
     "parse_message",
     "props_updates",
+    "read_props",
 ]
 
 #: The client heartbeat (tradovate-protocol.md §5).
@@ -163,25 +163,6 @@ def _parse_array(text: str) -> list[ServerEvent]:
     if len(text) >= _NESTING_FLOOR and text.count("[") + text.count("{") > MAX_NESTING:
         return [parse_message(item) if _encodable(item) else _too_deep(item) for item in items]
     return [parse_message(item) for item in items]
-
-
-def array_messages(text: str) -> list[Any] | None:
-    """The messages of ``text`` as orjson parsed them, when it is an ``a`` frame short enough
-    to need no nesting check; ``None`` for anything else (then :func:`parse_frame` it).
-
-    The hot path of a streaming socket: one ``props`` (or ``md``) event per frame, a few
-    hundred characters. The caller classifies each message itself (:func:`parse_message`
-    for what it does not stream), so no :class:`Push` is made per event.
-
-    Raises:
-        RemoteProtocolError: the frame is not valid JSON or not an array.
-    """
-    if text[:1] != "a" or len(text) >= _NESTING_FLOOR:
-        return None
-    items = _loads(text[1:], text)
-    if type(items) is not list:
-        raise RemoteProtocolError("'a' frame does not hold a JSON array", text)
-    return items
 
 
 def _encodable(item: Any) -> bool:
@@ -329,7 +310,7 @@ def props_updates(data: Any, out: list[EntityUpdate]) -> None:
     entity = data.get("entity")
     if type(entity_type) is not str or not entity_type:
         raise RemoteProtocolError("props event without a string entityType", _dump(data))
-    if event_type not in ENTITY_EVENT_TYPES:
+    if type(event_type) is not str or event_type not in ENTITY_EVENT_TYPES:  # may be a list
         raise RemoteProtocolError("props event with an unknown eventType", _dump(data))
     kind: str = event_type
     if type(entity) is dict:  # the common case: one entity, no list made for it
@@ -343,6 +324,55 @@ def props_updates(data: Any, out: list[EntityUpdate]) -> None:
             raise RemoteProtocolError("props entity without an integer id", _dump(data))
         checked.append((entity_type, kind, item))
     out.extend(checked)
+
+
+def read_props(messages: Sequence[str | bytes], start: int, out: list[EntityUpdate]) -> int:
+    """The hot path of the user-sync socket: append the updates of ``messages[start:]`` to
+    ``out`` for as long as each message is a small ``a`` frame of valid single-entity
+    ``props`` events only; return the index of the first message that is not (``len`` when
+    all were), which the caller reads the general way (:func:`parse_frame`).
+
+    One call per read rather than several per event: the checks are those of
+    :func:`props_updates`, written out, and a message that fails any of them leaves ``out``
+    as it was, so the general path reads it whole and reports its fault in its place.
+    """
+    loads = orjson.loads
+    append = out.append
+    kinds = ENTITY_EVENT_TYPES
+    index = start
+    end = len(messages)
+    while index < end:
+        message = messages[index]
+        if type(message) is not str or message[:1] != "a" or len(message) >= _NESTING_FLOOR:
+            return index
+        try:
+            items = loads(message[1:])
+        except orjson.JSONDecodeError:
+            return index
+        if type(items) is not list:
+            return index
+        before = len(out)
+        for item in items:
+            if type(item) is dict and item.get("e") == "props":
+                data = item.get("d")
+                if type(data) is dict:
+                    entity = data.get("entity")
+                    entity_type = data.get("entityType")
+                    event_type = data.get("eventType")
+                    if (
+                        type(entity) is dict
+                        and type(entity_type) is str
+                        and entity_type
+                        and type(event_type) is str
+                        and event_type in kinds
+                        and type(entity.get("id")) is int
+                    ):
+                        append((entity_type, event_type, entity))
+                        continue
+            del out[before:]
+            return index
+        index += 1
+    return index
 
 
 def parse_entity_event(data: Any) -> EntityEvent:

@@ -66,11 +66,10 @@ from .protocol import (
     Push,
     Response,
     ServerEvent,
-    array_messages,
     encode_request,
     parse_frame,
-    parse_message,
     props_updates,
+    read_props,
 )
 from .scheduler import PENALTY_MARGIN, server_ticket, server_wait
 from .statechart import Node, Trigger
@@ -329,6 +328,17 @@ EVENT_TYPES: tuple[type, ...] = (
     Unrecoverable,
 )
 
+
+def _frames(message: str | bytes) -> list[ServerEvent]:
+    """The frames of one message read the general way, a fault as :class:`Malformed`."""
+    if type(message) is not str:
+        return [Malformed(RemoteProtocolError("binary frame", message))]
+    try:
+        return parse_frame(message)
+    except RemoteProtocolError as exc:
+        return [Malformed(exc)]
+
+
 #: Websocket close codes that mean the bytes were bad, not that the peer went away.
 PROTOCOL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1009})
 
@@ -451,18 +461,22 @@ class Session:
         """
         self.last_frame_at = now
         stream_kind = self.STREAM_KIND
+        fast = self._read_stream
         events: list[SessionEvent] = []
         run: list[EntityUpdate] = []
         index = start
         end = len(messages)
         while index < end:
+            index = fast(messages, index, run)
+            if index == end:
+                break
             message = messages[index]
             index += 1
             other = len(events)
-            for frame in self._frames(message, run):
+            for frame in _frames(message):
                 if type(frame) is Push and frame.kind == stream_kind:
                     try:
-                        props_updates(frame.data, run)
+                        self._stream(frame.data, run)
                         continue
                     except RemoteProtocolError as exc:
                         frame = Malformed(exc)
@@ -476,29 +490,17 @@ class Session:
             events.append(EntityEvents(run))
         return events, index
 
-    def _frames(self, message: str | bytes, run: list[EntityUpdate]) -> list[ServerEvent]:
-        """The frames of ``message`` that are not streamed updates; those of a small ``a``
-        frame go straight onto ``run`` while it holds nothing else (the hot path: no
-        :class:`Push` made per event). Anything else comes back as frames, in order."""
-        if type(message) is not str:
-            return [Malformed(RemoteProtocolError("binary frame", message))]
-        try:
-            items = array_messages(message)
-            if items is None:
-                return parse_frame(message)
-        except RemoteProtocolError as exc:
-            return [Malformed(exc)]
-        stream_kind = self.STREAM_KIND
-        for position, item in enumerate(items):
-            if type(item) is dict and item.get("e") == stream_kind:
-                try:
-                    props_updates(item.get("d"), run)
-                    continue
-                except RemoteProtocolError:
-                    pass  # parsed again below, into its Malformed, in its place
-            # Something else: it and everything after it come back in order.
-            return [parse_message(rest) for rest in items[position:]]
-        return []
+    def _read_stream(
+        self, messages: Sequence[str | bytes], start: int, run: list[EntityUpdate]
+    ) -> int:
+        """The fast path of this socket's streamed frames: their updates onto ``run`` from
+        ``start`` on, as far as it goes; the index where the general path takes over."""
+        return start
+
+    def _stream(self, data: Any, run: list[EntityUpdate]) -> None:
+        """Append the updates of one streamed event to ``run`` (raises
+        ``RemoteProtocolError`` when it is malformed)."""
+        raise RemoteProtocolError(f"{self.STREAM_KIND} is not streamed here")
 
     def _on_frame(self, frame: ServerEvent, now: float) -> SessionEvent:
         if isinstance(frame, Push):
@@ -568,6 +570,14 @@ class SyncSession(Session):
     """The user-sync socket: :class:`Session` plus the one syncrequest and its snapshot."""
 
     STREAM_KIND = "props"
+
+    def _read_stream(
+        self, messages: Sequence[str | bytes], start: int, run: list[EntityUpdate]
+    ) -> int:
+        return read_props(messages, start, run)
+
+    def _stream(self, data: Any, run: list[EntityUpdate]) -> None:
+        props_updates(data, run)
 
     def __init__(
         self,

@@ -134,14 +134,16 @@ _new_tuple = tuple.__new__
 class EntityStore:
     """All entities we know, read-only to applications (values are read-only mappings)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, shared: bool = True) -> None:
         #: Plain dicts, as parsed: a dict of scalars is not tracked by the cyclic collector, so
         #: holding thousands of them, replaced at every event, sets off no full collection.
         #: Readers get read-only views (:meth:`get`, :attr:`EntityChange.entity`).
         self._entities: dict[EntityKey, dict[str, Any]] = {}
         #: Which sockets (shards) have this entity in their view: a resync of one shard may
         #: only delete what no other shard still holds (contracts, products reach them all).
+        #: Kept only when several sockets write (``shared``): with one, every entity is its.
         self._owners: dict[EntityKey, set[int]] = {}
+        self._shared = shared
         #: ids per entity type, so per-type queries do not scan the whole store.
         self._by_type: dict[str, set[int]] = {}
         #: Snapshot entries without an integer id, skipped.
@@ -193,6 +195,7 @@ class EntityStore:
         append = changes.append
         entities = self._entities
         owners_of = self._owners
+        shared = self._shared
         for entity_type, event_type, raw in updates:
             entity_id: int = raw["id"]  # an int: props_updates checked it
             key = (entity_type, entity_id)
@@ -204,11 +207,12 @@ class EntityStore:
                     self._by_type[entity_type].discard(entity_id)
                     append(_record(entity_type, entity_id, "Deleted", current, False, generation))
                 continue
-            owners = owners_of.get(key)
-            if owners is None:
-                owners_of[key] = {owner}
-            elif owner not in owners:
-                owners.add(owner)
+            if shared:
+                owners = owners_of.get(key)
+                if owners is None:
+                    owners_of[key] = {owner}
+                elif owner not in owners:
+                    owners.add(owner)
             if current is not None and current == raw:
                 continue
             entities[key] = raw
@@ -294,7 +298,8 @@ class EntityStore:
             if change is not None:
                 changes.append(change)
         for key, raw in incoming.items():
-            self._owners.setdefault(key, set()).add(owner)
+            if self._shared:
+                self._owners.setdefault(key, set()).add(owner)
             change = self._apply_one(key, "Updated", raw, generation, recovered=True)
             if change is not None:
                 changes.append(change)

@@ -368,7 +368,14 @@ class SansIOWebSocketLink:
             if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
                 # bytes(x) is x itself for the bytes the parser produces: no copy.
                 if event.fin:
-                    ready.append(_message(opcode, bytes(event.data)))
+                    data = bytes(event.data)
+                    if opcode is Opcode.TEXT:  # the common case, written out
+                        try:
+                            ready.append(data.decode())
+                            continue
+                        except UnicodeDecodeError:
+                            pass
+                    ready.append(_message(opcode, data))
                 else:
                     self._fragmented = opcode
                     self._parts = [bytes(event.data)]

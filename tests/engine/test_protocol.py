@@ -181,6 +181,9 @@ def test_entity_event_accepts_object_or_array() -> None:
         {"entityType": "order", "eventType": "Created"},
         {"entityType": "order", "eventType": "Created", "entity": {"id": "1"}},
         {"entityType": "order", "eventType": "Created", "entity": [{"id": 1}, "x"]},
+        # unhashable: a set lookup of these raised TypeError, out of the parser
+        {"entityType": "order", "eventType": [], "entity": {"id": 1}},
+        {"entityType": "order", "eventType": {"a": 1}, "entity": {"id": 1}},
     ],
 )
 def test_entity_event_rejects_missing_or_mistyped_fields(data: object) -> None:

@@ -333,7 +333,7 @@ def _mixed_frame(rng: random.Random) -> str | bytes:
     for _ in range(rng.randrange(1, 5)):
         body: Any = {
             "entityType": rng.choice(["order", "order", "fill", 7]),
-            "eventType": rng.choice(["Created", "Updated", "Updated", "Deleted", "x"]),
+            "eventType": rng.choice(["Created", "Updated", "Updated", "Deleted", "x", [], {}]),
             "entity": rng.choice(
                 [{"id": rng.randrange(5), "n": rng.random()}, [{"id": 1}, {"id": 2}], {}, []]
             ),
@@ -418,6 +418,25 @@ def _oracle(messages: list[str | bytes]) -> list[Any]:
             else:
                 out.append("other")
     return out
+
+
+@pytest.mark.parametrize("kind", [[], {}, None, 5])
+def test_an_unhashable_or_odd_event_type_is_malformed_input(kind: Any) -> None:
+    s = session()
+    authorized(s)
+    s.entered(Node.LIVE, 1)
+    bad = (
+        "a"
+        + orjson.dumps(
+            [{"e": "props", "d": {"entityType": "order", "eventType": kind, "entity": {"id": 1}}}]
+        ).decode()
+    )
+    good = props("order", "Updated", {"id": 2})
+    events, after = s.receive_batch([good, bad, good], 2)
+    assert after == 2
+    assert [type(e) for e in events] == [EntityEvents, MalformedInput]
+    [rest], _ = s.receive_batch([good, bad, good], 2, after)
+    assert isinstance(rest, EntityEvents)
 
 
 def test_updates_around_an_answer_in_one_frame_keep_their_places() -> None:
