@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 
 from .errors import ConfigError
-from .store import ChangeRecord, EntityChange, EntityKey, as_change, entity_of
+from .store import ChangeRecord, EntityChange, EntityKey
 
 _new_tuple = tuple.__new__
 
@@ -85,12 +85,16 @@ class ChangeFeed:
 
     def __init__(self, ledger: FillLedger | None = None, *, window: int = 0) -> None:
         #: Changes admitted for the consumer, oldest first: the ``window`` most recent changes
-        #: are kept as they came (no coalescing) while the consumer keeps up.
-        #: The hot path's plain records (:data:`~.store.ChangeRecord`) and the slow path's
-        #: changes side by side: both are made :class:`EntityChange` when taken.
+        #: are kept as they came (no coalescing) while the consumer keeps up. Plain records
+        #: (:data:`~.store.ChangeRecord`) here and in :attr:`_waiting`: a consumer gets each
+        #: as an :class:`EntityChange` when it takes it.
         self._ready: deque[ChangeRecord] = deque()
         self.window = window
-        self._waiting: OrderedDict[EntityKey, EntityChange] = OrderedDict()
+        self._waiting: OrderedDict[EntityKey, ChangeRecord] = OrderedDict()
+        #: Snapshot diffs queued whole (:meth:`defer`), admitted when taken: between
+        #: :attr:`_ready` and :attr:`_waiting` in line, and while one is here every new change
+        #: waits behind it.
+        self._deferred: deque[ChangeRecord] = deque()
         #: What the consumer holds: the last value delivered per entity (the store's own
         #: dicts, shared: this costs references, not copies).
         self._delivered: dict[EntityKey, Mapping[str, Any]] = {}
@@ -105,109 +109,144 @@ class ChangeFeed:
         self.high_water = 0
 
     def __len__(self) -> int:
-        return len(self._ready) + len(self._waiting)
+        return len(self._ready) + len(self._deferred) + len(self._waiting)
 
     def push(self, record: ChangeRecord) -> None:
         """Queue a change: admitted as it is while fewer than ``window`` changes wait and none
         is coalescing; otherwise merged into one still waiting for the same entity."""
-        change = as_change(record)
-        if not self._waiting and len(self._ready) < self.window:
-            admitted = self._admit(change)
-            if admitted is not None:
-                self._ready.append(admitted)
-            return
-        key = (change.entity_type, change.entity_id)
-        waiting = self._waiting.get(key)
-        if change.event_type == "Deleted" and key not in self._delivered:
-            # The consumer never held it: nothing to tell, and nothing to keep waiting.
-            if waiting is not None:
-                del self._waiting[key]
-                self.coalesced += 1
-            return
-        if waiting is not None:
-            self.coalesced += 1
-            change = change._replace(
-                coalesced=True, recovered=waiting.recovered or change.recovered
-            )
-        self._waiting[key] = change  # an existing key keeps its place in line
-        self.high_water = max(self.high_water, len(self._waiting))
+        self.extend([record])
 
     def extend(self, records: list[ChangeRecord]) -> None:
-        """:meth:`push` each of ``records``, in order. The hot path: while they all fit in the
-        window and nothing is coalescing, an update to an entity the consumer holds is
-        admitted here as the plain record it is, without a method call (what :meth:`_admit`
-        would do for it)."""
+        """:meth:`push` each of ``records``, in order.
+
+        The hot path: while they fit in the window and nothing is coalescing, an update to an
+        entity the consumer holds is admitted here as the plain record it is, without a
+        method call (what :meth:`_admit` would do for it). Behind the window, records wait
+        merged per entity (a snapshot's tens of thousands go this way, in one loop).
+        """
         ready = self._ready
-        if self._waiting or len(ready) + len(records) > self.window:
-            for record in records:
-                self.push(record)
-            return
+        room = 0 if self._waiting or self._deferred else self.window - len(ready)
+        if room > 0:
+            delivered = self._delivered
+            admit = self._admit
+            append = ready.append
+            admitted_all = len(records) <= room
+            for record in records if admitted_all else records[:room]:
+                entity_type, entity_id, event_type, entity, _, _, coalesced = record
+                if event_type == "Updated" and not coalesced:
+                    key = (entity_type, entity_id)
+                    if key in delivered:
+                        delivered[key] = entity
+                        append(record)
+                        continue
+                admitted = admit(record)
+                if admitted is not None:
+                    append(admitted)
+            if admitted_all:
+                return
+            records = records[room:]
+        waiting = self._waiting
         delivered = self._delivered
-        admit = self._admit
-        append = ready.append
+        # What the consumer holds is known only once deferred records ahead were admitted.
+        known = not self._deferred
         for record in records:
-            entity_type, entity_id, event_type, entity, _, _, coalesced = record
-            if event_type == "Updated" and not coalesced:
-                key = (entity_type, entity_id)
-                if key in delivered:
-                    delivered[key] = entity
-                    append(record)
-                    continue
-            admitted = admit(as_change(record))
-            if admitted is not None:
-                append(admitted)
+            key = (record[0], record[1])
+            earlier = waiting.get(key)
+            if known and record[2] == "Deleted" and key not in delivered:
+                # The consumer never held it: nothing to tell, and nothing to keep waiting.
+                if earlier is not None:
+                    del waiting[key]
+                    self.coalesced += 1
+                continue
+            if earlier is not None:
+                self.coalesced += 1
+                entity_type, entity_id, event_type, entity, recovered, generation, _ = record
+                record = (
+                    entity_type,
+                    entity_id,
+                    event_type,
+                    entity,
+                    earlier[4] or recovered,
+                    generation,
+                    True,
+                )
+            waiting[key] = record  # an existing key keeps its place in line
+        if len(waiting) > self.high_water:
+            self.high_water = len(waiting)
+
+    def defer(self, records: list[ChangeRecord]) -> None:
+        """Queue a snapshot diff (at most one record per entity) as it is, to be admitted
+        when the consumer takes it, as :meth:`extend` would have: applying a snapshot of
+        tens of thousands of entities then costs the reader one append, and memory stays
+        bounded by the account (one record per entity). Behind changes still coalescing,
+        it goes the general way, to keep the order."""
+        if self._waiting:
+            self.extend(records)
+        else:
+            self._deferred.extend(records)
 
     def pop(self) -> EntityChange | None:
         """The oldest waiting change that changes what the consumer holds, or ``None``."""
-        if self._ready:
-            return as_change(self._ready.popleft())
-        while self._waiting:
-            _, change = self._waiting.popitem(last=False)
-            admitted = self._admit(change)
-            if admitted is not None:
-                return admitted
-        return None
+        batch = self.pop_many(1)
+        return batch[0] if batch else None
 
     def pop_many(self, limit: int) -> list[EntityChange]:
         """Up to ``limit`` changes, oldest first (what :meth:`pop` would give one by one)."""
         ready = self._ready
-        if len(ready) <= limit and not self._waiting:
-            # the common case when backed up a little: one pass over the records
-            new = _new_tuple  # an EntityChange in line (the slow path's) is copied as well
+        new = _new_tuple
+        if len(ready) <= limit:
+            # the common case: one pass over the records
             batch = [new(EntityChange, record) for record in ready]
             ready.clear()
-            return batch
-        batch = []
-        while len(batch) < limit:
-            change = self.pop()
-            if change is None:
-                break
-            batch.append(change)
+        else:
+            popleft = ready.popleft
+            batch = [new(EntityChange, popleft()) for _ in range(limit)]
+        deferred = self._deferred
+        if deferred and len(batch) < limit:
+            admit = self._admit
+            take_deferred = deferred.popleft
+            append = batch.append
+            while deferred and len(batch) < limit:
+                admitted = admit(take_deferred())
+                if admitted is not None:
+                    append(new(EntityChange, admitted))
+        waiting = self._waiting
+        if waiting and len(batch) < limit:
+            admit = self._admit
+            take = waiting.popitem
+            append = batch.append
+            while waiting and len(batch) < limit:
+                admitted = admit(take(last=False)[1])
+                if admitted is not None:
+                    append(new(EntityChange, admitted))
         return batch
 
-    def _admit(self, change: EntityChange) -> EntityChange | None:
-        """``change`` relative to what the consumer holds, or ``None`` when it changes nothing
+    def _admit(self, record: ChangeRecord) -> ChangeRecord | None:
+        """``record`` relative to what the consumer holds, or ``None`` when it changes nothing
         for the consumer (records what the consumer will hold once it is given)."""
-        key = (change.entity_type, change.entity_id)
-        held = self._delivered.get(key)
-        if change.event_type == "Deleted":
+        entity_type, entity_id, event_type, entity, recovered, generation, coalesced = record
+        key = (entity_type, entity_id)
+        delivered = self._delivered
+        held = delivered.get(key)
+        if event_type == "Deleted":
             if held is None:
                 self.no_ops += 1
                 return None
-            del self._delivered[key]
-            return change._replace(entity=held)
+            del delivered[key]
+            return (entity_type, entity_id, event_type, held, recovered, generation, coalesced)
         # Only a merged change can equal what the consumer holds ("changed and changed back"):
         # an unmerged one follows the value the consumer was last given, and the store emits
         # no change that changes nothing. So the hot path skips the comparison.
-        entity = entity_of(change)
-        if held is not None and change.coalesced and (held is entity or held == entity):
+        if held is not None and coalesced and (held is entity or held == entity):
             self.no_ops += 1
             return None
-        if held is None and change.entity_type == "fill":
-            if change.entity_id in self.ledger:
+        if held is None and entity_type == "fill":
+            if entity_id in self.ledger:
                 self.repeated_fills += 1
                 return None
-            self.ledger.add(change.entity_id)
-        self._delivered[key] = entity
+            self.ledger.add(entity_id)
+        delivered[key] = entity
         kind = "Created" if held is None else "Updated"
-        return change if change.event_type == kind else change._replace(event_type=kind)
+        if event_type == kind:
+            return record
+        return (entity_type, entity_id, kind, entity, recovered, generation, coalesced)

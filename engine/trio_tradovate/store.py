@@ -116,19 +116,10 @@ def entity_of(change: ChangeRecord) -> dict[str, Any]:
 EntityChange.entity = property(_read_only_entity, doc="The entity, read-only.")  # type: ignore[assignment]
 
 
-def _record(
-    entity_type: str,
-    entity_id: int,
-    event_type: str,
-    entity: dict[str, Any],
-    recovered: bool,
-    generation: int,
-) -> ChangeRecord:
-    """An uncoalesced :data:`ChangeRecord`."""
-    return (entity_type, entity_id, event_type, entity, recovered, generation, False)
-
-
 _new_tuple = tuple.__new__
+
+#: The entities of a type the store has never held: read, never written.
+_NONE: dict[int, dict[str, Any]] = {}
 
 
 class EntityStore:
@@ -138,40 +129,49 @@ class EntityStore:
         #: Plain dicts, as parsed: a dict of scalars is not tracked by the cyclic collector, so
         #: holding thousands of them, replaced at every event, sets off no full collection.
         #: Readers get read-only views (:meth:`get`, :attr:`EntityChange.entity`).
-        self._entities: dict[EntityKey, dict[str, Any]] = {}
+        #: By type, then by id: a snapshot of one type goes in with one ``dict.update``, a
+        #: type's ids are its dict's keys, and no key tuple is made per event.
+        self._entities: dict[str, dict[int, dict[str, Any]]] = {}
         #: Which sockets (shards) have this entity in their view: a resync of one shard may
         #: only delete what no other shard still holds (contracts, products reach them all).
         #: Kept only when several sockets write (``shared``): with one, every entity is its.
         self._owners: dict[EntityKey, set[int]] = {}
         self._shared = shared
-        #: ids per entity type, so per-type queries do not scan the whole store.
-        self._by_type: dict[str, set[int]] = {}
         #: Snapshot entries without an integer id, skipped.
         self.skipped = 0
 
     def __len__(self) -> int:
-        return len(self._entities)
+        return sum(len(typed) for typed in self._entities.values())
 
     def __contains__(self, key: object) -> bool:
-        return key in self._entities
+        if not isinstance(key, tuple) or len(key) != 2:
+            return False
+        typed = self._entities.get(key[0])
+        return typed is not None and key[1] in typed
 
     def get(self, entity_type: str, entity_id: int) -> Mapping[str, Any] | None:
         """The entity (a read-only view), or ``None``."""
-        value = self._entities.get((entity_type, entity_id))
+        value = self._entities.get(entity_type, {}).get(entity_id)
         return None if value is None else MappingProxyType(value)
 
     def of_type(self, entity_type: str) -> list[Mapping[str, Any]]:
         """Every entity of one type, by id (read-only views)."""
-        ids = sorted(self._by_type.get(entity_type, ()))
-        return [MappingProxyType(self._entities[(entity_type, entity_id)]) for entity_id in ids]
+        typed = self._entities.get(entity_type, {})
+        return [MappingProxyType(typed[entity_id]) for entity_id in sorted(typed)]
 
     def items(self) -> Iterator[tuple[EntityKey, Mapping[str, Any]]]:
         """Every ``((entityType, id), entity)`` pair (read-only views)."""
-        return iter([(key, MappingProxyType(value)) for key, value in self._entities.items()])
+        return iter(
+            [
+                ((entity_type, entity_id), MappingProxyType(value))
+                for entity_type, typed in self._entities.items()
+                for entity_id, value in typed.items()
+            ]
+        )
 
     def as_dict(self) -> dict[EntityKey, dict[str, Any]]:
         """A plain, mutable copy (for comparisons and dumps)."""
-        return {key: dict(value) for key, value in self._entities.items()}
+        return {key: dict(value) for key, value in self.items()}
 
     def apply_event(
         self, event: EntityEvent, generation: int, *, owner: int = 0
@@ -196,64 +196,38 @@ class EntityStore:
         entities = self._entities
         owners_of = self._owners
         shared = self._shared
+        last_type = None
+        typed: dict[int, dict[str, Any]] = {}
         for entity_type, event_type, raw in updates:
+            if entity_type != last_type:  # a run is mostly of one or two types
+                # (no dict is made for a type until an entity of it is stored: a stream of
+                # deletions of made-up types must not grow the store)
+                typed = entities.get(entity_type, _NONE)
+                last_type = entity_type
             entity_id: int = raw["id"]  # an int: props_updates checked it
-            key = (entity_type, entity_id)
-            current = entities.get(key)
+            current = typed.get(entity_id)
             if event_type == "Deleted":
-                owners_of.pop(key, None)
+                if shared:
+                    owners_of.pop((entity_type, entity_id), None)
                 if current is not None:
-                    del entities[key]
-                    self._by_type[entity_type].discard(entity_id)
-                    append(_record(entity_type, entity_id, "Deleted", current, False, generation))
+                    del typed[entity_id]
+                    append((entity_type, entity_id, "Deleted", current, False, generation, False))
                 continue
             if shared:
-                owners = owners_of.get(key)
+                owners = owners_of.get((entity_type, entity_id))
                 if owners is None:
-                    owners_of[key] = {owner}
+                    owners_of[(entity_type, entity_id)] = {owner}
                 elif owner not in owners:
                     owners.add(owner)
-            if current is not None and current == raw:
-                continue
-            entities[key] = raw
-            if current is None:  # only a new entity changes the index (no set made per event)
-                self._index(entity_type, entity_id)
+            if current is None:
+                if typed is _NONE:
+                    typed = entities[entity_type] = {}
+                typed[entity_id] = raw
                 append((entity_type, entity_id, "Created", raw, False, generation, False))
-            else:
+            elif current != raw:
+                typed[entity_id] = raw
                 append((entity_type, entity_id, "Updated", raw, False, generation, False))
         return changes
-
-    def _index(self, entity_type: str, entity_id: int) -> None:
-        ids = self._by_type.get(entity_type)
-        if ids is None:
-            self._by_type[entity_type] = {entity_id}
-        else:
-            ids.add(entity_id)
-
-    def _apply_one(
-        self,
-        key: EntityKey,
-        event_type: str,
-        raw: dict[str, Any],
-        generation: int,
-        *,
-        recovered: bool,
-    ) -> ChangeRecord | None:
-        """One entity of a snapshot diff (``raw`` is owned by the store from here on)."""
-        current = self._entities.get(key)
-        if event_type == "Deleted":
-            if current is None:
-                return None
-            del self._entities[key]
-            self._by_type[key[0]].discard(key[1])
-            return _record(key[0], key[1], "Deleted", current, recovered, generation)
-        if current is not None and current == raw:
-            return None
-        self._entities[key] = raw
-        if current is None:
-            self._index(key[0], key[1])
-            return _record(key[0], key[1], "Created", raw, recovered, generation)
-        return _record(key[0], key[1], "Updated", raw, recovered, generation)
 
     def apply_snapshot(
         self,
@@ -269,38 +243,57 @@ class EntityStore:
         for a subset) are replaced: a type the server did not send is not deleted, and
         neither is an entity another shard still holds.
         """
-        incoming: dict[EntityKey, dict[str, Any]] = {}
-        covered: set[str] = set()
+        # By type, then by id: the id checks and the by-type index are per type, and a
+        # duplicate id within the snapshot keeps its last value (as a dict would).
+        incoming: dict[str, dict[int, dict[str, Any]]] = {}
         for collection, values in snapshot.items():
-            if not isinstance(values, list):
+            if type(values) is not list:
                 continue
             entity_type = singular(collection)
             if entity_types is not None and entity_type not in entity_types:
                 continue
-            covered.add(entity_type)
+            of_type = incoming.setdefault(entity_type, {})
             for raw in values:
-                if not isinstance(raw, dict):
-                    self.skipped += 1
-                    continue
-                entity_id = raw.get("id")
-                if not isinstance(entity_id, int) or isinstance(entity_id, bool):
-                    self.skipped += 1
-                    continue
-                incoming[(entity_type, entity_id)] = raw
+                if type(raw) is dict:
+                    entity_id = raw.get("id")
+                    if type(entity_id) is int:
+                        of_type[entity_id] = raw
+                        continue
+                self.skipped += 1
         changes: list[ChangeRecord] = []
-        for key in [k for k in self._entities if k[0] in covered and k not in incoming]:
-            owners = self._owners.get(key, {owner})
-            owners.discard(owner)
-            if owners:
-                continue  # another shard still holds it
-            self._owners.pop(key, None)
-            change = self._apply_one(key, "Deleted", {}, generation, recovered=True)
-            if change is not None:
-                changes.append(change)
-        for key, raw in incoming.items():
-            if self._shared:
-                self._owners.setdefault(key, set()).add(owner)
-            change = self._apply_one(key, "Updated", raw, generation, recovered=True)
-            if change is not None:
-                changes.append(change)
+        append = changes.append
+        entities = self._entities
+        owners_of = self._owners
+        shared = self._shared
+        for entity_type, of_type in incoming.items():  # first what went while we were away
+            typed = entities.setdefault(entity_type, {})
+            for entity_id in sorted(typed.keys() - of_type.keys()):
+                key = (entity_type, entity_id)
+                owners = owners_of.get(key, {owner})
+                owners.discard(owner)
+                if owners:
+                    continue  # another shard still holds it
+                owners_of.pop(key, None)
+                last = typed.pop(entity_id)
+                append((entity_type, entity_id, "Deleted", last, True, generation, False))
+        for entity_type, of_type in incoming.items():
+            typed = entities[entity_type]
+            if shared:
+                for entity_id in of_type:
+                    owners_of.setdefault((entity_type, entity_id), set()).add(owner)
+            if not typed:  # the first sync of this type: all of it is new, in one update
+                typed.update(of_type)
+                changes += [
+                    (entity_type, entity_id, "Created", raw, True, generation, False)
+                    for entity_id, raw in of_type.items()
+                ]
+                continue
+            for entity_id, raw in of_type.items():
+                current = typed.get(entity_id)
+                if current is None:
+                    typed[entity_id] = raw
+                    append((entity_type, entity_id, "Created", raw, True, generation, False))
+                elif current != raw:
+                    typed[entity_id] = raw
+                    append((entity_type, entity_id, "Updated", raw, True, generation, False))
         return changes

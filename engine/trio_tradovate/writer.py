@@ -48,7 +48,7 @@ class StoreWriter:
         Synchronous from the first change to the last, so no live event can slip between
         the snapshot and the events that were waiting for it.
         """
-        self._feed.extend(
+        self._feed.defer(
             self._store.apply_snapshot(
                 snapshot, generation, entity_types=self._entity_types, owner=owner
             )

@@ -12,7 +12,7 @@ import trio
 from trio_tradovate import ConfigError, State, open_engine
 from trio_tradovate.feed import ChangeFeed, FillLedger
 from trio_tradovate.sim import SimConfig, open_simulator
-from trio_tradovate.store import EntityChange
+from trio_tradovate.store import EntityChange, EntityStore
 
 from ..conftest import config_for, rebuild_from_changes, settle
 
@@ -105,6 +105,54 @@ def test_random_streams_rebuild_the_truth_whatever_the_consumer_pace() -> None:
         else:
             consumer[item.entity_id] = dict(item.entity)
     assert consumer == truth
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_store_snapshots_and_streams_through_the_feed_rebuild_the_store(seed: int) -> None:
+    """The engine's own path, generated: live updates (``extend``) and resync snapshots
+    (``defer``, admitted when taken) into one feed with a random window, drained at a random,
+    bursty pace in random batch sizes. The consumer never gets a change that changes nothing
+    for it, ``Created``/``Deleted`` agree with what it holds, memory stays within one record
+    per entity in each of the feed's three lines plus the window, and applying everything
+    rebuilds the store exactly."""
+    rng = random.Random(seed)
+    window = rng.choice([0, 1, 8, 64])
+    store, feed = EntityStore(shared=False), ChangeFeed(window=window)
+    consumer: dict[int, dict[str, Any]] = {}
+    ids = 40
+
+    def take(limit: int) -> None:
+        for item in feed.pop_many(limit):
+            held = consumer.get(item.entity_id)
+            if item.event_type == "Deleted":
+                assert held == dict(item.entity)  # the value it held goes with it
+                del consumer[item.entity_id]
+            else:
+                assert held != dict(item.entity)
+                assert (item.event_type == "Created") == (held is None)
+                consumer[item.entity_id] = dict(item.entity)
+
+    for generation in range(1, 400):
+        if rng.random() < 0.05:
+            snapshot = {
+                "orders": [
+                    {"id": n, "v": rng.randrange(3)} for n in range(ids) if rng.random() < 0.7
+                ]
+            }
+            feed.defer(store.apply_snapshot(snapshot, generation, entity_types=None))
+        else:
+            updates = []
+            for _ in range(rng.randrange(1, 30)):
+                n = rng.randrange(ids)
+                kind = rng.choice(["Created", "Updated", "Updated", "Deleted"])
+                updates.append(("order", kind, {"id": n, "v": rng.randrange(3)}))
+            feed.extend(store.apply_updates(updates, generation))
+        assert len(feed) <= 3 * ids + window
+        for _ in range(rng.choice([0, 0, 1, 3])):
+            take(rng.choice([1, 5, 50, 1000]))
+    take(10**6)
+    assert len(feed) == 0
+    assert consumer == {key[1]: value for key, value in store.as_dict().items()}
 
 
 def test_a_fill_is_announced_once_and_the_checkpoint_survives_restarts(tmp_path: Path) -> None:

@@ -88,6 +88,16 @@ def test_depth_limit_is_exact() -> None:
     assert isinstance(parse_frame("a[" + nested(MAX_NESTING + 1) + "]")[0], Malformed)
 
 
+@pytest.mark.parametrize("size", [1 << 15, 1 << 17])
+def test_a_deep_message_in_a_long_frame_is_malformed(size: int) -> None:
+    """Past 64 KiB the bracket count is skipped (a snapshot always has more than enough):
+    a deep message hidden in a long, flat frame is still caught, and its flat sibling kept."""
+    padding = '{"i":1,"s":200,"d":"' + "x" * size + '"}'
+    events = parse_frame("a[" + padding + ',{"i":2,"s":200,"d":' + nested(300) + "}]")
+    assert isinstance(events[0], Response)
+    assert isinstance(events[1], Malformed)
+
+
 def test_orjson_still_refuses_to_write_past_the_limit() -> None:
     """The nesting check is orjson's own refusal to encode deeper than 254 levels; if a new
     orjson moves that limit, this fails and the check needs another implementation."""

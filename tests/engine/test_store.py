@@ -109,3 +109,17 @@ def test_entities_are_read_only() -> None:
     assert entity is not None
     with pytest.raises(TypeError):
         entity["id"] = 2  # type: ignore[index]
+
+
+def test_deleting_what_was_never_held_grows_nothing() -> None:
+    """A stream of deletions of made-up types and ids (a hostile server's) leaves the store
+    as it was: no entity, and no per-type structure made for them."""
+    store = EntityStore(shared=False)
+    changes = store.apply_updates([(f"type{n}", "Deleted", {"id": n}) for n in range(1000)], 1)
+    assert changes == []
+    assert len(store) == 0
+    assert store.of_type("type5") == []
+    assert store.as_dict() == {}
+    assert store.apply_updates([("order", "Created", {"id": 1})], 1)
+    assert store.apply_updates([("order", "Deleted", {"id": 2})], 1) == []
+    assert [e["id"] for e in store.of_type("order")] == [1]
