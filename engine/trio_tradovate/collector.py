@@ -30,11 +30,13 @@ them (``make bench``).
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 #: Frames at least this long (characters) are parsed with the collector paused.
 LARGE_FRAME = 1 << 20
+
+_NOTHING: AbstractContextManager[None] = nullcontext()
 
 
 class CollectorDiscipline:
@@ -44,13 +46,21 @@ class CollectorDiscipline:
         self.enabled = enabled
         self._large_frame_seen = False
 
-    @contextmanager
-    def around(self, sizes: Iterator[int] | list[int]) -> Iterator[None]:
-        """Pause the collector while the frames of ``sizes`` are handled, if any is large."""
-        if not self.enabled or not gc.isenabled() or max(sizes, default=0) < LARGE_FRAME:
-            yield
-            return
+    def around(self, messages: Sequence[str | bytes]) -> AbstractContextManager[None]:
+        """A context to handle ``messages`` in: the collector paused if any is large.
+
+        Called once per read, so the common case (nothing large) costs a call and a
+        ``max``, and hands back one shared no-op context.
+        """
+        if not self.enabled or max(map(len, messages), default=0) < LARGE_FRAME:
+            return _NOTHING
+        if not gc.isenabled():
+            return _NOTHING
         self._large_frame_seen = True
+        return self._paused()
+
+    @contextmanager
+    def _paused(self) -> Iterator[None]:
         gc.disable()
         try:
             yield

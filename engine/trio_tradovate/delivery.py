@@ -68,19 +68,26 @@ class ChangeStream:
         return await self._take(limit)
 
     async def _take(self, limit: int) -> list[EntityChange]:
+        """Every call is one checkpoint, as a trio channel's ``receive`` is: a cancellation
+        point before anything is taken, and one schedule point, which is the wait when there
+        was nothing to take (a second one after it would cost a change a whole round of the
+        scheduler on its way to the consumer)."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("this change stream was closed")
             batch = self._feed.pop_many(limit)
             if batch:
                 self._checkpoint_fills(caught_up=not len(self._feed))
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                if not waited:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return batch
             if self._ended:
                 raise trio.EndOfChannel
             self._checkpoint_fills(caught_up=True)
             await self._wake.wait()
+            waited = True
             self._wake = trio.Event()
 
     def _checkpoint_fills(self, *, caught_up: bool) -> None:

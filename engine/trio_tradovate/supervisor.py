@@ -354,14 +354,12 @@ class SocketSupervisor:
         ended: Fault | None = None
         outgoing: list[str] = []
 
-        def handle(
-            batches: Iterable[list[SessionEvent]], messages: list[str | bytes]
-        ) -> tuple[Fault, float] | None:
+        def handle(batches: Iterable[list[SessionEvent]]) -> tuple[Fault, float] | None:
             """Fire every event of ``batches`` (never awaiting: frames to send go on
             ``outgoing``); what ended the connection, if one did."""
             nonlocal ended
-            with ctx.collector.around(map(len, messages)):
-                for event in itertools.chain.from_iterable(batches):
+            for events in batches:
+                for event in events:
                     if isinstance(event, ENDING_TYPES):
                         if self._chart.outcome_of(event.trigger) is not Outcome.MOVE:
                             self._note_fault(event)
@@ -395,16 +393,22 @@ class SocketSupervisor:
                             messages = await link.receive_messages()
                         except ClosedByServer as exc:
                             fault = closed_fault(exc.code, exc.reason)
-                            result = handle([[ConnectionEnded(fault)]], [])
+                            result = handle([[ConnectionEnded(fault)]])
                             assert result is not None  # a closed socket always ends it
                             return result
                         counters["frames_received"] += len(messages)
-                        # lazily: the session reads on only after the events so far fired
-                        result = handle(_read(session, messages, trio.current_time()), messages)
+                        now = trio.current_time()
+                        with ctx.collector.around(messages):  # parsed and applied in it
+                            events, index = session.receive_batch(messages, now)
+                            if index == len(messages):  # one batch, as a streaming read is
+                                result = handle([events])
+                            else:  # lazily: read on only after the events so far fired
+                                rest = _read(session, messages, now, index)
+                                result = handle(itertools.chain([events], rest))
                         if result is not None:
                             return result
                 if waiting.cancelled_caught:
-                    result = handle([session.expire(trio.current_time())], [])
+                    result = handle([session.expire(trio.current_time())])
                     if result is not None:
                         return result
                 for frame in outgoing:
@@ -502,10 +506,10 @@ class SocketSupervisor:
 
 
 def _read(
-    session: SyncSession, messages: list[str | bytes], now: float
+    session: SyncSession, messages: list[str | bytes], now: float, index: int = 0
 ) -> Iterator[list[SessionEvent]]:
-    """The events of one read, a batch at a time (see :meth:`Session.receive_batch`)."""
-    index = 0
+    """The events of one read from ``index`` on, a batch at a time (see
+    :meth:`Session.receive_batch`)."""
     while index < len(messages):
         events, index = session.receive_batch(messages, now, index)
         yield events

@@ -123,19 +123,22 @@ async def test_one_task_stands_between_the_socket_and_the_consumer(
 
 def test_the_collector_is_paused_only_for_large_frames_and_restored() -> None:
     discipline = CollectorDiscipline(enabled=True)
-    with discipline.around([100, 200]):
+    small, large = "x" * 100, "x" * LARGE_FRAME
+    with discipline.around([small, small]):
         assert gc.isenabled()
-    with discipline.around([100, LARGE_FRAME]):
+    with discipline.around([small, large.encode()]):
         assert not gc.isenabled()
     assert gc.isenabled()
     gc.disable()
     try:
-        with discipline.around([LARGE_FRAME]):
+        with discipline.around([large]):
             assert not gc.isenabled()
         assert not gc.isenabled()  # the application's choice is kept
     finally:
         gc.enable()
-    with CollectorDiscipline(enabled=False).around([LARGE_FRAME]):
+    with CollectorDiscipline(enabled=False).around([large]):
+        assert gc.isenabled()
+    with discipline.around([]):  # a timed-out read holds nothing
         assert gc.isenabled()
 
 
