@@ -37,14 +37,14 @@ import micro
 import orjson
 
 HERE = Path(__file__).resolve().parent
-ROUNDS = 3
+ROUNDS = 5
 N = 60_000
 #: (events per second, seconds); the first half second of each is warm-up, not counted.
 RATES = ((1000, 3.0), (5000, 2.5), (10000, 2.0))
 SNAPSHOT_BYTES = 10 * 2**20
 SNAPSHOT_ROUNDS = 2
 DROPS = 20
-RECONNECT_SECONDS = 8.0
+RECONNECT_SECONDS = 45.0
 MAX_RECONNECTS = 10_000
 RECONNECT_WARM = 50
 MEMORY_POINTS = (100_000, 1_000_000)

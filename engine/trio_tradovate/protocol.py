@@ -369,11 +369,15 @@ def read_props(messages: Sequence[str | bytes], start: int, out: list[EntityUpda
                     event_type = data.get("eventType")
                     if (
                         type(entity) is dict
+                        and type(entity.get("id")) is int
                         and type(entity_type) is str
                         and entity_type
-                        and type(event_type) is str
-                        and event_type in kinds
-                        and type(entity.get("id")) is int
+                        # the usual "Updated" settled by one comparison; a set lookup
+                        # only of a str (of a list it would raise)
+                        and (
+                            event_type == "Updated"
+                            or (type(event_type) is str and event_type in kinds)
+                        )
                     ):
                         append((entity_type, event_type, entity))
                         continue
