@@ -306,6 +306,7 @@ def main() -> None:
     # Sanity: the full path applies the frames, and (nearly) every one changes something.
     check = full_path_with_feed()
     delivered = [check(frame) for frame in frames][-1]
+    assert isinstance(delivered, int)
     assert delivered >= 0.99 * len(frames), f"{delivered} changes from {len(frames)} frames"
     results = [measure(name, factory, frames) for name, factory in METHODS.items()]
     baseline = results[0]
