@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict, deque
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,10 @@ from .errors import ConfigError
 from .store import ChangeRecord, EntityChange, EntityKey
 
 _new_tuple = tuple.__new__
+#: ``EntityChange`` from a record, for ``map`` (no Python-level call per change).
+_as_change = partial(tuple.__new__, EntityChange)
+#: The consumer holds nothing of this type: read, never written.
+_NONE: dict[int, Mapping[str, Any]] = {}
 
 
 class FillLedger:
@@ -97,7 +102,8 @@ class ChangeFeed:
         self._deferred: deque[ChangeRecord] = deque()
         #: What the consumer holds: the last value delivered per entity (the store's own
         #: dicts, shared: this costs references, not copies).
-        self._delivered: dict[EntityKey, Mapping[str, Any]] = {}
+        #: By type, then by id, as the store keeps them (no key tuple hashed per change).
+        self._delivered: dict[str, dict[int, Mapping[str, Any]]] = {}
         self.ledger = ledger if ledger is not None else FillLedger()
         #: Changes merged into one another while the consumer was behind.
         self.coalesced = 0
@@ -131,17 +137,22 @@ class ChangeFeed:
             admit = self._admit
             append = ready.append
             admitted_all = len(records) <= room
+            last_type = None
+            held: dict[int, Mapping[str, Any]] = _NONE
             for record in records if admitted_all else records[:room]:
                 entity_type, entity_id, event_type, entity, _, _, coalesced = record
                 if event_type == "Updated" and not coalesced:
-                    key = (entity_type, entity_id)
-                    if key in delivered:
-                        delivered[key] = entity
+                    if entity_type != last_type:
+                        held = delivered.get(entity_type, _NONE)
+                        last_type = entity_type
+                    if entity_id in held:
+                        held[entity_id] = entity
                         append(record)
                         continue
                 admitted = admit(record)
                 if admitted is not None:
                     append(admitted)
+                    last_type = None  # the admission may have made the type's dict
             if admitted_all:
                 return
             records = records[room:]
@@ -152,7 +163,7 @@ class ChangeFeed:
         for record in records:
             key = (record[0], record[1])
             earlier = waiting.get(key)
-            if known and record[2] == "Deleted" and key not in delivered:
+            if known and record[2] == "Deleted" and key[1] not in delivered.get(key[0], _NONE):
                 # The consumer never held it: nothing to tell, and nothing to keep waiting.
                 if earlier is not None:
                     del waiting[key]
@@ -196,7 +207,7 @@ class ChangeFeed:
         new = _new_tuple
         if len(ready) <= limit:
             # the common case: one pass over the records
-            batch = [new(EntityChange, record) for record in ready]
+            batch = list(map(_as_change, ready))
             ready.clear()
         else:
             popleft = ready.popleft
@@ -225,14 +236,13 @@ class ChangeFeed:
         """``record`` relative to what the consumer holds, or ``None`` when it changes nothing
         for the consumer (records what the consumer will hold once it is given)."""
         entity_type, entity_id, event_type, entity, recovered, generation, coalesced = record
-        key = (entity_type, entity_id)
-        delivered = self._delivered
-        held = delivered.get(key)
+        delivered = self._delivered.get(entity_type, _NONE)
+        held = delivered.get(entity_id)
         if event_type == "Deleted":
             if held is None:
                 self.no_ops += 1
                 return None
-            del delivered[key]
+            del delivered[entity_id]
             return (entity_type, entity_id, event_type, held, recovered, generation, coalesced)
         # Only a merged change can equal what the consumer holds ("changed and changed back"):
         # an unmerged one follows the value the consumer was last given, and the store emits
@@ -245,7 +255,9 @@ class ChangeFeed:
                 self.repeated_fills += 1
                 return None
             self.ledger.add(entity_id)
-        delivered[key] = entity
+        if delivered is _NONE:
+            delivered = self._delivered[entity_type] = {}
+        delivered[entity_id] = entity
         kind = "Created" if held is None else "Updated"
         if event_type == kind:
             return record
