@@ -172,9 +172,12 @@ async def splice(client: trio.abc.Stream, upstream: trio.abc.Stream, faults: Net
                 nursery.start_soon(both_ways, upstream, client, True)
     finally:
         faults._paths.remove(path)
-        await trio.aclose_forcefully(client)
-        await trio.aclose_forcefully(upstream)
         path.done.set()
+        # both closed even while the proxy itself is being cancelled (a checkpoint inside
+        # the first close would otherwise skip the second)
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(client)
+            await trio.aclose_forcefully(upstream)
 
 
 class SplicingConnector:
@@ -214,13 +217,16 @@ async def _serve(
     open_upstream: Callable[[str, int], Awaitable[trio.abc.Stream]],
     client: trio.SocketStream,
 ) -> None:
+    upstream: trio.abc.Stream | None = None
     try:
         upstream = await open_upstream(upstream_host, upstream_port)
     except OSError as exc:
         logger.warning("proxy could not reach %s:%d: %s", upstream_host, upstream_port, exc)
-        await trio.aclose_forcefully(client)
-        return
-    await splice(client, upstream, faults)
+    finally:
+        if upstream is None:  # refused, or cancelled while connecting: the handler owns it
+            await trio.aclose_forcefully(client)
+    if upstream is not None:
+        await splice(client, upstream, faults)
 
 
 @asynccontextmanager
