@@ -356,7 +356,8 @@ HEARTBEATS = (
         "heartbeats.responses",
         Section.HEARTBEATS,
         "Verify heartbeat responses are received",
-        "the server's h frames arrive while the socket is idle (at least one)",
+        "the server's h frames arrive while the socket is idle (at least one; a real server "
+        "that streams data all the window sends none: INCONCLUSIVE, never a pass)",
     ),
 )
 
@@ -384,10 +385,16 @@ async def run_heartbeats(ctx: Context) -> None:
             1 for e in ctx.wire.entries if e.connection == 0 and e.direction == "in" and
             e.text == "h"
         )  # fmt: skip
-        ctx.judge(
-            "heartbeats.responses",
-            [Figure("server h frames received", received, unit="", engine=1, lower=True)],
-        )
+        figure = Figure("server h frames received", received, unit="", engine=1, lower=True)
+        if received == 0 and not ctx.target.is_sim:
+            # Tradovate sends h only while it has nothing else to send (a busy account)
+            ctx.inconclusive(
+                "heartbeats.responses",
+                "no h arrived: the server sends h only while idle; rerun on a quiet account",
+                [figure],
+            )
+        else:
+            ctx.judge("heartbeats.responses", [figure])
 
 
 HEARTBEATS_LOAD = (
@@ -487,7 +494,7 @@ HEARTBEAT_TIMEOUT = (
 async def run_heartbeat_timeout(ctx: Context) -> None:
     async with ctx.engine() as engine:
         await wait_state(engine, State.LIVE, STEP)
-        await trio.sleep(ctx.window(61.0) if ctx.target.is_sim else min(5.0, ctx.target.duration))
+        await trio.sleep(ctx.window(61.0) if ctx.target.is_sim else min(2.0, ctx.target.duration))
         silent_at = trio.current_time()
         ctx.faults.silence(True)
         lost = await wait_state(engine, State.BACKOFF, STEP)
@@ -1020,7 +1027,7 @@ async def run_reconnect(ctx: Context) -> None:
     async with ctx.engine() as engine, trio.open_nursery() as nursery:
         nursery.start_soon(consumer.run, engine)
         await wait_state(engine, State.LIVE, STEP)
-        await trio.sleep(ctx.window(61.0) if ctx.target.is_sim else min(5.0, ctx.target.duration))
+        await trio.sleep(ctx.window(61.0) if ctx.target.is_sim else min(2.0, ctx.target.duration))
         dropped_at = trio.current_time()
         await ctx.faults.drop()
         lost = await wait_state(engine, State.BACKOFF, STEP)
@@ -1119,7 +1126,7 @@ async def run_network_delay(ctx: Context) -> None:
     ctx.faults.delay(ctx.delay)
     async with ctx.engine() as engine:
         await wait_state(engine, State.LIVE, STEP)
-        await trio.sleep(ctx.window(20.0) if ctx.target.is_sim else min(10.0, ctx.target.duration))
+        await trio.sleep(ctx.window(20.0))
         connects = connect_times(ctx.wire)
         auths = auth_times(engine.transitions)
         largest, _, _ = heartbeat_gaps(ctx.wire, 0)
