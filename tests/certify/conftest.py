@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from trio_tradovate.cli import build_parser
 from trio_tradovate.certify.command import main
+from trio_tradovate.cli import build_parser
 
 
 def certify(out: Path, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str]:

@@ -76,7 +76,7 @@ def test_markdown_marks_exercised_never_and_hot_cells() -> None:
     assert "| `start` | `disconnected` | `connecting` |  | x1 |" in text
 
 
-SUITE = '''
+SUITE = """
 import trio
 from trio_tradovate import State, open_engine
 from trio_tradovate.sim import SimConfig, open_simulator
@@ -89,7 +89,7 @@ async def test_live_then_drop(autojump_clock):
             await sim.drop_connections()
             await engine.wait_for(State.BACKOFF)
             await engine.wait_for(State.LIVE)
-'''
+"""
 
 
 def test_the_pytest_plugin_writes_the_matrix_of_a_test_suite(tmp_path: Path) -> None:
@@ -97,10 +97,24 @@ def test_the_pytest_plugin_writes_the_matrix_of_a_test_suite(tmp_path: Path) -> 
     (tmp_path / "pytest.ini").write_text("[pytest]\ntrio_mode = true\n")
     out = tmp_path / "matrix" / "transitions.md"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "trio_tradovate.certify.pytest_plugin",
-         f"--transition-coverage={out}", "-p", "no:cacheprovider", str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "trio_tradovate.certify.pytest_plugin",
+            f"--transition-coverage={out}",
+            "-p",
+            "no:cacheprovider",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     matrix = out.read_text()
     assert matrix.startswith("# Transition coverage of the test suite")

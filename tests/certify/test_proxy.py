@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import trio
 
-from trio_tradovate import BackoffPolicy, Credentials, EngineConfig, State, open_engine
+from trio_tradovate import BackoffPolicy, Credentials, Engine, EngineConfig, State, open_engine
 from trio_tradovate.proxy import NetworkFaults, ProxyConnector, SplicingConnector, open_fault_proxy
 from trio_tradovate.sim import SimConfig, Simulator, open_simulator, open_simulator_server
 
 
-def records(engine: object, trigger: str) -> list[float]:
-    return [r.time for r in engine.transitions if r.trigger == trigger]  # type: ignore[attr-defined]
+def records(engine: Engine, trigger: str) -> list[float]:
+    return [r.time for r in engine.transitions if r.trigger == trigger]
 
 
 async def test_splicing_faults_in_virtual_time(

@@ -44,7 +44,8 @@ def loopback_simulator(config: SimConfig) -> Iterator[SimServer]:
     finally:
         token = box["token"]
         stop = box["stop"]
-        assert isinstance(token, trio.lowlevel.TrioToken) and isinstance(stop, trio.Event)
+        assert isinstance(token, trio.lowlevel.TrioToken)
+        assert isinstance(stop, trio.Event)
         token.run_sync_soon(stop.set)
         thread.join(10)
 
@@ -53,14 +54,26 @@ def loopback_simulator(config: SimConfig) -> Iterator[SimServer]:
 def test_a_url_target_runs_through_the_proxy_and_marks_simulator_only(tmp_path: Path) -> None:
     config = SimConfig(seed=5, password=PASSWORD, activity_interval=4.0)
     env = {"TRADOVATE_USERNAME": config.username, "TRADOVATE_PASSWORD": PASSWORD}
-    picks = "login,login_invalid,heartbeats,heartbeat_timeout,reconnect,network_delay," \
-            "request_errors,sync_events,idempotency,rate_limit"  # fmt: skip
+    picks = (
+        "login,login_invalid,heartbeats,heartbeat_timeout,reconnect,network_delay,"
+        "request_errors,sync_events,idempotency,rate_limit"
+    )
     with loopback_simulator(config) as server:
         assert server.host == "127.0.0.1"
         status, stdout = certify(
-            tmp_path, "--target", server.rest_url, "--duration", "5", "--only", picks, "--set", "heartbeat_interval=1",
-            "--set", "server_silence_timeout=4", env=env,
-        )  # fmt: skip
+            tmp_path,
+            "--target",
+            server.rest_url,
+            "--duration",
+            "5",
+            "--only",
+            picks,
+            "--set",
+            "heartbeat_interval=1",
+            "--set",
+            "server_silence_timeout=4",
+            env=env,
+        )
     found = criteria(tmp_path)
     verdicts = {k: v["verdict"] for k, v in found.items() if v["verdict"] != "NOT RUN"}
     simulator_only = {"events.idempotency", "rate.429", "rate.priorities"}

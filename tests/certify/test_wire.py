@@ -63,7 +63,7 @@ def test_redactor_ignores_too_short_secrets() -> None:
 
 
 async def test_recording_connector_passes_bytes_through_and_logs_both_ways() -> None:
-    server_side: list[trio.testing.MemoryStapledStream[object, object]] = []
+    server_side: list[trio.abc.Stream] = []
 
     class Pair:
         async def __call__(self, host: str, port: int, *, tls: bool) -> trio.abc.Stream:

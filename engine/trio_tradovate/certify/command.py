@@ -114,8 +114,6 @@ def main(args: argparse.Namespace, out: TextIO, env: Mapping[str, str] | None = 
     """
     if args.list:
         return list_scenarios(out)
-    if not args.verbose:
-        logging.getLogger("trio_tradovate").setLevel(logging.CRITICAL)
     if args.delay < 0:
         raise ConfigError("--delay must be >= 0 seconds")
     only = tuple(s.strip() for s in args.only.split(",") if s.strip()) if args.only else None
@@ -125,7 +123,17 @@ def main(args: argparse.Namespace, out: TextIO, env: Mapping[str, str] | None = 
         raise ConfigError(str(exc)) from None
     target = target_from(args, os.environ if env is None else env)
     options = Options(target, args.seed, only, tuple(args.overrides), args.delay)
-    report = run(options)
+    # The scenarios provoke faults on purpose; the engine's warnings about them are noise on
+    # the console (the pack has every transition). Restored afterwards: a caller's logging
+    # is its own.
+    library = logging.getLogger("trio_tradovate")
+    level = library.level
+    if not args.verbose:
+        library.setLevel(logging.CRITICAL)
+    try:
+        report = run(options)
+    finally:
+        library.setLevel(level)
     write_pack(report, args.out)
     summarize(report, args.out, out)
     return 0 if report.passed else EXIT_FAILED

@@ -82,13 +82,9 @@ class Coverage:
         """Exercised / declared counts per table (hot-path cells counted apart)."""
         out: dict[str, Any] = {}
         for table in TABLES:
-            observable = [
-                (n, t) for (n, t) in table.cells if not hot_path(table, n, t)
-            ]
+            observable = [(n, t) for (n, t) in table.cells if not hot_path(table, n, t)]
             hit = [
-                (n, t)
-                for (n, t) in observable
-                if self.cells[(table.name, _value(n), str(t))] > 0
+                (n, t) for (n, t) in observable if self.cells[(table.name, _value(n), str(t))] > 0
             ]
             edges = [
                 (index, source)
@@ -96,9 +92,7 @@ class Coverage:
                 if rule.outcome is Outcome.MOVE
                 for source in rule.source
             ]
-            edges_hit = [
-                (i, s) for (i, s) in edges if self.moves[(table.name, i, _value(s))] > 0
-            ]
+            edges_hit = [(i, s) for (i, s) in edges if self.moves[(table.name, i, _value(s))] > 0]
             out[table.name] = {
                 "cells_declared": len(table.cells),
                 "cells_hot_path": len(table.cells) - len(observable),

@@ -7,9 +7,9 @@
 | ``junit.xml`` | CI systems: one test case per criterion |
 | ``transitions.jsonl`` | every transition record of every engine, one JSON object a line |
 | ``wire.jsonl`` | every websocket message and REST call, secrets redacted |
-| ``statechart.mmd``, ``statechart.dot``, ``statechart.png`` | the declared chart; the image marks what the run exercised |
+| ``statechart.{mmd,dot,png}`` | the declared chart; the image marks what the run exercised |
 | ``coverage.md``, ``coverage.json`` | declared moves and (node, trigger) cells exercised |
-| ``test-plan.md`` | each scenario, what it does to the connection, what it measures, its pass criteria |
+| ``test-plan.md`` | each scenario: what it does, what it measures, its pass criteria |
 
 Every file's text passes through the run's :class:`~.wire.Redactor` as it is written.
 """
@@ -120,8 +120,7 @@ def _wire(report: Report) -> Iterable[dict[str, Any]]:
         for wire in run.wire.entries:
             yield {"scenario": run.scenario.id, "channel": "websocket", **wire.as_dict()}
         if run.wire.omitted:
-            yield {"scenario": run.scenario.id, "channel": "websocket",
-                   "omitted": run.wire.omitted}  # fmt: skip
+            yield {"scenario": run.scenario.id, "channel": "websocket", "omitted": run.wire.omitted}
 
 
 def report_dict(report: Report) -> dict[str, Any]:
@@ -210,9 +209,7 @@ def render_markdown(report: Report, image_note: str) -> str:
         "Stage 2 limits: connection 5 s, authorization 2 s, heartbeat at least every 30 s, "
         "reconnection attempt within 10 s, message processing 100 ms. Each figure is also held "
         "to the bound the engine's configuration promises; the tighter limit decides. Engine "
-        "defaults: "
-        + ", ".join(f"`{k}` {v:g} s" for k, v in _defaults().items())
-        + ".",
+        "defaults: " + ", ".join(f"`{k}` {v:g} s" for k, v in _defaults().items()) + ".",
         "",
         "On the simulator, times are virtual (trio's `MockClock`): exact protocol time, not "
         "machine speed, except `heartbeats_load`, which runs on the real clock. Wall-clock "
@@ -222,16 +219,25 @@ def render_markdown(report: Report, image_note: str) -> str:
         "",
     ]
     if failing:
-        lines += [f"- {_MARK[r.verdict]} `{r.spec.id}` ({r.scenario}): {r.spec.text}. "
-                  f"{_why(r)}" for r in failing]  # fmt: skip
+        lines += [
+            f"- {_MARK[r.verdict]} `{r.spec.id}` ({r.scenario}): {r.spec.text}. {_why(r)}"
+            for r in failing
+        ]
     else:
         lines.append("- Every criterion the target allows passed.")
-    lines += ["", "## Verdicts", "", "| criterion | Stage 2 test | verdict | figures |",
-              "|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "## Verdicts",
+        "",
+        "| criterion | Stage 2 test | verdict | figures |",
+        "|---|---|---|---|",
+    ]
     for r in results:
         figures = "; ".join(f.text() for f in r.figures) or "-"
-        lines.append(f"| `{r.spec.id}` {r.spec.text} | {r.spec.section.value} | "
-                     f"{_MARK[r.verdict]} | {figures} |")  # fmt: skip
+        lines.append(
+            f"| `{r.spec.id}` {r.spec.text} | {r.spec.section.value} | "
+            f"{_MARK[r.verdict]} | {figures} |"
+        )
     for section in Section:
         mine = [r for r in results if r.spec.section is section]
         if not mine:
@@ -245,8 +251,7 @@ def render_markdown(report: Report, image_note: str) -> str:
             lines += ["### Over the whole run", ""]
             for r in wide:
                 lines += _result_md(r)
-    lines += ["", "## Transition coverage", "", image_note, "",
-              *_coverage_md(report)]  # fmt: skip
+    lines += ["", "## Transition coverage", "", image_note, "", *_coverage_md(report)]
     return "\n".join(lines) + "\n"
 
 
@@ -285,8 +290,7 @@ def _result_md(result: Result) -> list[str]:
         f"  - passes when: {result.spec.passes_when}",
     ]
     lines += [f"  - {figure.text()}" for figure in result.figures]
-    lines += [f"  - check: {name}: {'held' if held else 'FAILED'}" for name, held in
-              result.checks]  # fmt: skip
+    lines += [f"  - check: {name}: {'held' if held else 'FAILED'}" for name, held in result.checks]
     if result.detail:
         lines.append(f"  - detail: {result.detail}")
     return [*lines, ""]
@@ -297,15 +301,20 @@ def _coverage_md(report: Report) -> list[str]:
     for run in report.runs:
         for name, value in run.counters.items():
             counters[name] = counters.get(name, 0) + value
-    lines = ["Which declared transitions and which (node, trigger) cells this run exercised.",
-             "Scenarios per cell are in `coverage.json` of each run; the same matrix for the "
-             "test suite: `make coverage-matrix`.", ""]  # fmt: skip
+    lines = [
+        "Which declared transitions and which (node, trigger) cells this run exercised.",
+        "Scenarios per cell are in `coverage.json` of each run; the same matrix for the "
+        "test suite: `make coverage-matrix`.",
+        "",
+    ]
     lines += report.coverage.markdown(counters)
     lines += ["Per scenario (cells exercised, moves exercised):", ""]
     for run in report.runs:
         summary = run.coverage.summary()["connection"]
-        lines.append(f"- `{run.scenario.id}`: {summary['cells_exercised']} cells, "
-                     f"{summary['moves_exercised']} moves")  # fmt: skip
+        lines.append(
+            f"- `{run.scenario.id}`: {summary['cells_exercised']} cells, "
+            f"{summary['moves_exercised']} moves"
+        )
     return [*lines, ""]
 
 
@@ -316,20 +325,26 @@ def render_junit(report: Report) -> str:
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         f'<testsuites name="tradovate-stage2" tests="{len(results)}" failures="{failures}">',
-        f'  <testsuite name={quoteattr("stage2 " + report.options.target.name)} '
+        f"  <testsuite name={quoteattr('stage2 ' + report.options.target.name)} "
         f'tests="{len(results)}" failures="{failures}" skipped="{skipped}" '
         f'time="{report.wall_seconds:.3f}">',
     ]
     for r in results:
         name = quoteattr(f"{r.spec.id}: {r.spec.text}")
         classname = quoteattr(f"stage2.{r.scenario.strip('()')}")
-        body = escape("\n".join([f.text() for f in r.figures] +
-                                [f"{n}: {'held' if h else 'FAILED'}" for n, h in r.checks] +
-                                ([r.detail] if r.detail else [])))  # fmt: skip
+        body = escape(
+            "\n".join(
+                [f.text() for f in r.figures]
+                + [f"{n}: {'held' if h else 'FAILED'}" for n, h in r.checks]
+                + ([r.detail] if r.detail else [])
+            )
+        )
         lines.append(f"    <testcase name={name} classname={classname}>")
         if r.verdict in (Verdict.FAIL, Verdict.INCONCLUSIVE):
-            lines.append(f"      <failure message={quoteattr(r.verdict.value + ': ' + _why(r))}>"
-                         f"{body}</failure>")  # fmt: skip
+            lines.append(
+                f"      <failure message={quoteattr(r.verdict.value + ': ' + _why(r))}>"
+                f"{body}</failure>"
+            )
         elif r.verdict in (Verdict.SIMULATOR_ONLY, Verdict.NOT_RUN):
             lines.append(f"      <skipped message={quoteattr(r.verdict.value)}/>")
         lines.append(f"      <system-out>{body}</system-out>")
@@ -361,13 +376,16 @@ def render_test_plan() -> str:
             "- Steps:",
             *[f"  {n}. {step}" for n, step in enumerate(scenario.steps, 1)],
             "- Criteria:",
-            *[f"  - `{c.id}` ({c.section.value}) {c.text}: passes when {c.passes_when}"
-              for c in scenario.criteria],  # fmt: skip
+            *[
+                f"  - `{c.id}` ({c.section.value}) {c.text}: passes when {c.passes_when}"
+                for c in scenario.criteria
+            ],
             "",
         ]
     lines += ["## Over the whole run", ""]
-    lines += [f"- `{c.id}` ({c.section.value}) {c.text}: passes when {c.passes_when}"
-              for c in RUN_WIDE]  # fmt: skip
+    lines += [
+        f"- `{c.id}` ({c.section.value}) {c.text}: passes when {c.passes_when}" for c in RUN_WIDE
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -399,8 +417,10 @@ def render_image(coverage: Coverage, path: Path) -> str:
         from matplotlib import pyplot
         from matplotlib.patches import FancyArrowPatch
     except ImportError:
-        return ("No image: matplotlib is not installed (`pip install 'trio-tradovate[certify]'`)."
-                " The chart is in `statechart.mmd` (Mermaid) and `statechart.dot`.")  # fmt: skip
+        return (
+            "No image: matplotlib is not installed (`pip install 'trio-tradovate[certify]'`)."
+            " The chart is in `statechart.mmd` (Mermaid) and `statechart.dot`."
+        )
     exercised = coverage.exercised_moves()
     edges: dict[tuple[Node, Node], list[str]] = {}
     hit: set[tuple[Node, Node]] = set()
@@ -422,20 +442,40 @@ def render_image(coverage: Coverage, path: Path) -> str:
         start, end = _POSITIONS[source], _POSITIONS[dest]
         done = (source, dest) in hit
         arrow = FancyArrowPatch(
-            start, end, arrowstyle="-|>", mutation_scale=12, shrinkA=28, shrinkB=28,
-            connectionstyle="arc3,rad=0.18", color="#1a7f37" if done else "#9a9a9a",
-            linestyle="-" if done else "--", linewidth=1.6 if done else 0.9,
-        )  # fmt: skip
+            start,
+            end,
+            arrowstyle="-|>",
+            mutation_scale=12,
+            shrinkA=28,
+            shrinkB=28,
+            connectionstyle="arc3,rad=0.18",
+            color="#1a7f37" if done else "#9a9a9a",
+            linestyle="-" if done else "--",
+            linewidth=1.6 if done else 0.9,
+        )
         axes.add_patch(arrow)
         mid_x = (start[0] + end[0]) / 2 + (end[1] - start[1]) * 0.09
         mid_y = (start[1] + end[1]) / 2 - (end[0] - start[0]) * 0.09
-        axes.text(mid_x, mid_y, "\n".join(labels[:3]) + ("\n..." if len(labels) > 3 else ""),
-                  fontsize=6, ha="center", va="center",
-                  color="#1a7f37" if done else "#777777")  # fmt: skip
+        axes.text(
+            mid_x,
+            mid_y,
+            "\n".join(labels[:3]) + ("\n..." if len(labels) > 3 else ""),
+            fontsize=6,
+            ha="center",
+            va="center",
+            color="#1a7f37" if done else "#777777",
+        )
     for node, (x, y) in _POSITIONS.items():
-        axes.text(x, y, node.value, ha="center", va="center", fontsize=9, fontweight="bold",
-                  bbox={"boxstyle": "round,pad=0.5", "facecolor": "#eef4ff",
-                        "edgecolor": "#335"})  # fmt: skip
+        axes.text(
+            x,
+            y,
+            node.value,
+            ha="center",
+            va="center",
+            fontsize=9,
+            fontweight="bold",
+            bbox={"boxstyle": "round,pad=0.5", "facecolor": "#eef4ff", "edgecolor": "#335"},
+        )
     summary = coverage.summary()["connection"]
     axes.set_title(
         f"Connection statechart: {summary['moves_exercised']} of {summary['moves_declared']} "
@@ -444,5 +484,7 @@ def render_image(coverage: Coverage, path: Path) -> str:
     )
     figure.savefig(path, bbox_inches="tight")
     pyplot.close(figure)
-    return ("![statechart](statechart.png) `statechart.png`: the connection chart drawn with "
-            "matplotlib; solid green moves were exercised by this run.")  # fmt: skip
+    return (
+        "![statechart](statechart.png) `statechart.png`: the connection chart drawn with "
+        "matplotlib; solid green moves were exercised by this run."
+    )

@@ -212,7 +212,7 @@ def _run_one(
         try:
             clock = trio.testing.MockClock(autojump_threshold=0) if virtual else None
             trio.run(main, clock=clock)
-        except BaseException as exc:  # noqa: BLE001 - a failing scenario is a verdict
+        except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
             found.error = redactor.scrub(_describe(exc))
@@ -282,28 +282,66 @@ def judge_run_wide(runs: Sequence[ScenarioRun], on_sim: bool) -> list[Result]:
     results = []
     counts = [n for r in ran if r.wire for n in sync_counts(r.wire).values()]
     server_counts = [n for r in ran for _, n, _ in r.sim_sockets]
-    violations = [f"{r.scenario.id} socket {i}: {v}" for r in ran for i, _, vs in r.sim_sockets
-                  for v in vs]  # fmt: skip
-    figures = [Figure("most syncrequests the engine sent on one socket", max(counts, default=0),
-                      unit="", stage2=1)]  # fmt: skip
+    violations = [
+        f"{r.scenario.id} socket {i}: {v}" for r in ran for i, _, vs in r.sim_sockets for v in vs
+    ]
+    figures = [
+        Figure(
+            "most syncrequests the engine sent on one socket",
+            max(counts, default=0),
+            unit="",
+            stage2=1,
+        )
+    ]
     if on_sim:
-        figures.append(Figure("most syncrequests the server counted on one socket",
-                              max(server_counts, default=0), unit="", stage2=1))  # fmt: skip
-    results.append(judge(_spec("events.one_sync"), "(run-wide)", figures,
-                         [("no protocol violation recorded by the server", not violations)],
-                         detail="; ".join(violations[:10]) or
-                         f"{len(counts)} sockets checked"))  # fmt: skip
+        figures.append(
+            Figure(
+                "most syncrequests the server counted on one socket",
+                max(server_counts, default=0),
+                unit="",
+                stage2=1,
+            )
+        )
+    results.append(
+        judge(
+            _spec("events.one_sync"),
+            "(run-wide)",
+            figures,
+            [("no protocol violation recorded by the server", not violations)],
+            detail="; ".join(violations[:10]) or f"{len(counts)} sockets checked",
+        )
+    )
     undelayed = [r for r in ran if r.scenario.id != "network_delay"]
     connects = [t for r in undelayed if r.wire for t in connect_times(r.wire)]
     worst_timeout = min((r.connect_timeout for r in undelayed), default=5.0)
-    results.append(judge(_spec("perf.connect"), "(run-wide)", [
-        Figure("worst connection time", max(connects, default=math.inf), stage2=STAGE2_CONNECT,
-               engine=worst_timeout),
-        Figure("connections measured", len(connects), unit="", engine=1, lower=True)]))
+    results.append(
+        judge(
+            _spec("perf.connect"),
+            "(run-wide)",
+            [
+                Figure(
+                    "worst connection time",
+                    max(connects, default=math.inf),
+                    stage2=STAGE2_CONNECT,
+                    engine=worst_timeout,
+                ),
+                Figure("connections measured", len(connects), unit="", engine=1, lower=True),
+            ],
+        )
+    )
     auths = [t for r in undelayed for t in auth_times(rec for _, rec in r.records)]
-    results.append(judge(_spec("perf.auth"), "(run-wide)", [
-        Figure("worst authorization time", max(auths, default=math.inf), stage2=STAGE2_AUTH),
-        Figure("authorizations measured", len(auths), unit="", engine=1, lower=True)]))
+    results.append(
+        judge(
+            _spec("perf.auth"),
+            "(run-wide)",
+            [
+                Figure(
+                    "worst authorization time", max(auths, default=math.inf), stage2=STAGE2_AUTH
+                ),
+                Figure("authorizations measured", len(auths), unit="", engine=1, lower=True),
+            ],
+        )
+    )
     excess: list[float] = []
     worst_gap = 0.0
     for r in ran:
@@ -314,32 +352,86 @@ def judge_run_wide(runs: Sequence[ScenarioRun], on_sim: bool) -> list[Result]:
             if count >= 2:
                 worst_gap = max(worst_gap, largest)
                 excess.append(largest - allowed)
-    results.append(judge(_spec("perf.heartbeat"), "(run-wide)", [
-        Figure("worst gap between heartbeats", worst_gap if excess else math.inf,
-               stage2=STAGE2_HEARTBEAT),
-        Figure("worst gap beyond the configured interval", max(excess, default=math.inf),
-               engine=0.0),
-        Figure("connections with two or more heartbeats", len(excess), unit="", engine=1,
-               lower=True)]))  # fmt: skip
-    delays = [(reason, d, r.after_live_cap) for r in ran
-              for reason, d in reconnect_delays([rec for _, rec in r.records])]  # fmt: skip
+    results.append(
+        judge(
+            _spec("perf.heartbeat"),
+            "(run-wide)",
+            [
+                Figure(
+                    "worst gap between heartbeats",
+                    worst_gap if excess else math.inf,
+                    stage2=STAGE2_HEARTBEAT,
+                ),
+                Figure(
+                    "worst gap beyond the configured interval",
+                    max(excess, default=math.inf),
+                    engine=0.0,
+                ),
+                Figure(
+                    "connections with two or more heartbeats",
+                    len(excess),
+                    unit="",
+                    engine=1,
+                    lower=True,
+                ),
+            ],
+        )
+    )
+    delays = [
+        (reason, d, r.after_live_cap)
+        for r in ran
+        for reason, d in reconnect_delays([rec for _, rec in r.records])
+    ]
     cap = min((c for _, _, c in delays), default=10.0)
     worst = max(delays, key=lambda item: item[1], default=None)
-    results.append(judge(_spec("perf.reconnect"), "(run-wide)", [
-        Figure("worst reconnection attempt delay", worst[1] if worst else math.inf,
-               stage2=STAGE2_RECONNECT, engine=cap),
-        Figure("losses of a live connection measured", len(delays), unit="", engine=1,
-               lower=True)], detail=f"worst after: {worst[0]}" if worst else ""))  # fmt: skip
+    results.append(
+        judge(
+            _spec("perf.reconnect"),
+            "(run-wide)",
+            [
+                Figure(
+                    "worst reconnection attempt delay",
+                    worst[1] if worst else math.inf,
+                    stage2=STAGE2_RECONNECT,
+                    engine=cap,
+                ),
+                Figure(
+                    "losses of a live connection measured",
+                    len(delays),
+                    unit="",
+                    engine=1,
+                    lower=True,
+                ),
+            ],
+            detail=f"worst after: {worst[0]}" if worst else "",
+        )
+    )
     latencies = [t for r in ran for t in r.latencies]
     if latencies:
-        results.append(judge(_spec("perf.processing"), "(run-wide)", [
-            Figure("worst processing time", max(latencies) * 1000, unit="ms",
-                   stage2=STAGE2_PROCESSING * 1000),
-            Figure("messages measured", len(latencies), unit="")]))  # fmt: skip
+        results.append(
+            judge(
+                _spec("perf.processing"),
+                "(run-wide)",
+                [
+                    Figure(
+                        "worst processing time",
+                        max(latencies) * 1000,
+                        unit="ms",
+                        stage2=STAGE2_PROCESSING * 1000,
+                    ),
+                    Figure("messages measured", len(latencies), unit=""),
+                ],
+            )
+        )
     else:
-        results.append(Result(_spec("perf.processing"), "(run-wide)", Verdict.NOT_RUN,
-                              detail="no scenario that measures processing ran "
-                                     "(heartbeats_load, sync_events)"))  # fmt: skip
+        results.append(
+            Result(
+                _spec("perf.processing"),
+                "(run-wide)",
+                Verdict.NOT_RUN,
+                detail="no scenario that measures processing ran (heartbeats_load, sync_events)",
+            )
+        )
     return [_unless_empty(result) for result in results]
 
 
@@ -351,4 +443,3 @@ def _unless_empty(result: Result) -> Result:
         result.verdict = Verdict.NOT_RUN
         result.detail = "no scenario that ran produced this evidence"
     return result
-

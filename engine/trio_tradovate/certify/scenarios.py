@@ -186,8 +186,14 @@ async def run_login(ctx: Context) -> None:
         config = engine.config
         ctx.judge(
             "login.connect",
-            [Figure("connection time", connects[0] if connects else math.inf,
-                    stage2=STAGE2_CONNECT, engine=config.connect_timeout)],  # fmt: skip
+            [
+                Figure(
+                    "connection time",
+                    connects[0] if connects else math.inf,
+                    stage2=STAGE2_CONNECT,
+                    engine=config.connect_timeout,
+                )
+            ],
             [("the server's 'o' arrived", ctx.wire.opened(0) is not None)],
         )
         ctx.judge(
@@ -197,8 +203,15 @@ async def run_login(ctx: Context) -> None:
         )
         ctx.judge(
             "login.stable",
-            [Figure("seconds live without a reconnect", trio.current_time() - live.time,
-                    stage2=None, engine=window, lower=True)],  # fmt: skip
+            [
+                Figure(
+                    "seconds live without a reconnect",
+                    trio.current_time() - live.time,
+                    stage2=None,
+                    engine=window,
+                    lower=True,
+                )
+            ],
             [
                 ("still live", engine.state is State.LIVE),
                 ("one connection", engine.generation == 1),
@@ -231,13 +244,20 @@ async def run_login_invalid(ctx: Context) -> None:
     sent = [endpoint for _, endpoint, _ in ctx.wire.out_requests()]
     ctx.judge(
         "login.invalid",
-        [Figure("time to the rejection", rejected[0] - opened[0] if rejected and opened
-                else math.inf, stage2=STAGE2_AUTH)],  # fmt: skip
+        [
+            Figure(
+                "time to the rejection",
+                rejected[0] - opened[0] if rejected and opened else math.inf,
+                stage2=STAGE2_AUTH,
+            )
+        ],
         [
             ("authorize answered s=401", any('"s":401' in t for t in _auth_answers(ctx, 0))),
             ("engine stopped", engine.state is State.STOPPED),
-            ("stop error is AuthenticationError", isinstance(engine.stop_error,
-                                                             AuthenticationError)),  # fmt: skip
+            (
+                "stop error is AuthenticationError",
+                isinstance(engine.stop_error, AuthenticationError),
+            ),
             ("exactly one authorize sent", sent.count("authorize") == 1),
             ("no syncrequest sent", "user/syncrequest" not in sent),
         ],
@@ -280,8 +300,10 @@ async def run_login_expired(ctx: Context) -> None:
         checks=[
             ("authorize answered s=401", any('"s":401' in t for t in _auth_answers(ctx, 0))),
             ("engine stopped", engine.state is State.STOPPED),
-            ("stop error is AuthenticationError",
-             isinstance(engine.stop_error, AuthenticationError)),  # fmt: skip
+            (
+                "stop error is AuthenticationError",
+                isinstance(engine.stop_error, AuthenticationError),
+            ),
         ],
         detail=f"stop reason: {engine.stop_reason}",
     )
@@ -300,13 +322,18 @@ async def run_login_expired(ctx: Context) -> None:
             checks=[
                 ("live socket kept for 30 s after the expiry", stayed),
                 ("live again after the drop", back.dest is State.LIVE),
-                ("new connection authorized s=200",
-                 last > first and any('"s":200' in t for t in _auth_answers(ctx, last))),
-                ("a new token was fetched over REST after the expiry",
-                 sum(1 for e in ctx.rest if e.path.endswith("accesstokenrequest")) >= 2
-                 or any(e.path.endswith("renewaccesstoken") and e.status == 200
-                        for e in ctx.rest)),
-            ],  # fmt: skip
+                (
+                    "new connection authorized s=200",
+                    last > first and any('"s":200' in t for t in _auth_answers(ctx, last)),
+                ),
+                (
+                    "a new token was fetched over REST after the expiry",
+                    sum(1 for e in ctx.rest if e.path.endswith("accesstokenrequest")) >= 2
+                    or any(
+                        e.path.endswith("renewaccesstoken") and e.status == 200 for e in ctx.rest
+                    ),
+                ),
+            ],
         )
 
 
@@ -332,8 +359,13 @@ async def run_auth_timeout(ctx: Context) -> None:
         back = await wait_state(engine, State.LIVE, STEP)
         ctx.judge(
             "errors.auth_timeout",
-            [Figure("time to give up on authorize", ended.time - sent.time,
-                    engine=engine.config.auth_timeout + 0.5)],  # fmt: skip
+            [
+                Figure(
+                    "time to give up on authorize",
+                    ended.time - sent.time,
+                    engine=engine.config.auth_timeout + 0.5,
+                )
+            ],
             [
                 ("reason is auth_timeout", ended.reason.startswith("auth_timeout")),
                 ("live after the server answers", back.dest is State.LIVE),
@@ -375,16 +407,18 @@ async def run_heartbeats(ctx: Context) -> None:
         ctx.judge(
             "heartbeats.interval",
             [
-                Figure("largest gap between heartbeats", largest, stage2=STAGE2_HEARTBEAT,
-                       engine=limit),
+                Figure(
+                    "largest gap between heartbeats", largest, stage2=STAGE2_HEARTBEAT, engine=limit
+                ),
                 Figure("first heartbeat after 'o'", first, stage2=STAGE2_HEARTBEAT, engine=limit),
                 Figure("heartbeats sent", count, unit="", engine=expected, lower=True),
-            ],  # fmt: skip
+            ],
         )
         received = sum(
-            1 for e in ctx.wire.entries if e.connection == 0 and e.direction == "in" and
-            e.text == "h"
-        )  # fmt: skip
+            1
+            for e in ctx.wire.entries
+            if e.connection == 0 and e.direction == "in" and e.text == "h"
+        )
         figure = Figure("server h frames received", received, unit="", engine=1, lower=True)
         if received == 0 and not ctx.target.is_sim:
             # Tradovate sends h only while it has nothing else to send (a busy account)
@@ -437,9 +471,21 @@ async def run_heartbeats_load(ctx: Context) -> None:
             batch = []
             for _ in range(LOAD_FRAME):
                 next_id += 1
-                batch.append({"e": "props", "d": {"entityType": "order", "eventType": "Created",
-                              "entity": {"id": next_id, "accountId": accounts[0],
-                                         "ordStatus": "Working", "action": "Buy"}}})  # fmt: skip
+                batch.append(
+                    {
+                        "e": "props",
+                        "d": {
+                            "entityType": "order",
+                            "eventType": "Created",
+                            "entity": {
+                                "id": next_id,
+                                "accountId": accounts[0],
+                                "ordStatus": "Working",
+                                "action": "Buy",
+                            },
+                        },
+                    }
+                )
             sim.inject_frame("a" + orjson.dumps(batch).decode())
             sent += LOAD_FRAME
             await trio.sleep(LOAD_EVERY)
@@ -451,12 +497,21 @@ async def run_heartbeats_load(ctx: Context) -> None:
         ctx.judge(
             "heartbeats.load",
             [
-                Figure("largest gap between heartbeats", largest, stage2=STAGE2_HEARTBEAT,
-                       engine=_engine_heartbeat(ctx, engine)),
-                Figure("props messages pushed a second", round(rate), unit="msg/s", engine=1000,
-                       lower=True),
+                Figure(
+                    "largest gap between heartbeats",
+                    largest,
+                    stage2=STAGE2_HEARTBEAT,
+                    engine=_engine_heartbeat(ctx, engine),
+                ),
+                Figure(
+                    "props messages pushed a second",
+                    round(rate),
+                    unit="msg/s",
+                    engine=1000,
+                    lower=True,
+                ),
                 Figure("heartbeats sent", count, unit="", engine=2, lower=True),
-            ],  # fmt: skip
+            ],
             [("live throughout", engine.generation == 1 and engine.state is State.LIVE)],
         )
         lat = ctx.latencies
@@ -465,11 +520,19 @@ async def run_heartbeats_load(ctx: Context) -> None:
             [
                 Figure("messages measured", len(lat), unit="", engine=sent // 2, lower=True),
                 Figure("p50 processing time", percentile(lat, 0.5) * 1000, unit="ms"),
-                Figure("p99 processing time", percentile(lat, 0.99) * 1000, unit="ms",
-                       stage2=STAGE2_PROCESSING * 1000),
-                Figure("max processing time", max(lat, default=math.inf) * 1000, unit="ms",
-                       stage2=STAGE2_PROCESSING * 1000),
-            ],  # fmt: skip
+                Figure(
+                    "p99 processing time",
+                    percentile(lat, 0.99) * 1000,
+                    unit="ms",
+                    stage2=STAGE2_PROCESSING * 1000,
+                ),
+                Figure(
+                    "max processing time",
+                    max(lat, default=math.inf) * 1000,
+                    unit="ms",
+                    stage2=STAGE2_PROCESSING * 1000,
+                ),
+            ],
         )
 
 
@@ -505,8 +568,13 @@ async def run_heartbeat_timeout(ctx: Context) -> None:
         syncs = sync_counts(ctx.wire)
         ctx.judge(
             "heartbeats.timeout",
-            [Figure("silence before giving up", lost.time - silent_at,
-                    engine=engine.config.server_silence_timeout + 0.5)],  # fmt: skip
+            [
+                Figure(
+                    "silence before giving up",
+                    lost.time - silent_at,
+                    engine=engine.config.server_silence_timeout + 0.5,
+                )
+            ],
             [("reason is stalled", lost.reason.startswith("stalled"))],
             detail=lost.reason,
         )
@@ -518,9 +586,15 @@ async def run_heartbeat_timeout(ctx: Context) -> None:
             checks.append(("store equals the server's state", _truth_matches(ctx, engine)))
         ctx.judge(
             "heartbeats.recovery",
-            [Figure("reconnection attempt after giving up", retry.time - lost.time,
-                    stage2=STAGE2_RECONNECT, engine=engine.config.backoff.after_live_cap)],
-            checks,  # fmt: skip
+            [
+                Figure(
+                    "reconnection attempt after giving up",
+                    retry.time - lost.time,
+                    stage2=STAGE2_RECONNECT,
+                    engine=engine.config.backoff.after_live_cap,
+                )
+            ],
+            checks,
         )
 
 
@@ -532,7 +606,7 @@ EVENTS = (
         Section.EVENTS,
         "Syncrequest is sent correctly",
         "user/syncrequest goes out after authorize is answered, with the body the "
-        "configuration asks for (default {\"users\": [userId]})",
+        'configuration asks for (default {"users": [userId]})',
     ),
     _c(
         "events.received",
@@ -562,9 +636,10 @@ async def run_sync_events(ctx: Context) -> None:
         records = [r for r in engine.transitions if r.region == "connection"]
         authorized = [r.time for r in records if r.trigger == "authorized"]
         syncs = [
-            e for e in ctx.wire.entries
+            e
+            for e in ctx.wire.entries
             if e.direction == "out" and e.text.lower().startswith("user/syncrequest\n")
-        ]  # fmt: skip
+        ]
         body: object = None
         if syncs:
             with suppress(orjson.JSONDecodeError, IndexError):
@@ -573,8 +648,10 @@ async def run_sync_events(ctx: Context) -> None:
         expected = engine.config.sync.body(user_id) if user_id is not None else None
         checks = [
             ("one syncrequest", len(syncs) == 1),
-            ("sent after authorize was answered",
-             bool(syncs and authorized and syncs[0].time >= authorized[0])),  # fmt: skip
+            (
+                "sent after authorize was answered",
+                bool(syncs and authorized and syncs[0].time >= authorized[0]),
+            ),
             ("body is a JSON object", isinstance(body, dict)),
         ]
         if expected is not None:
@@ -587,15 +664,25 @@ async def run_sync_events(ctx: Context) -> None:
         else:
             ctx.judge(
                 "events.received",
-                [figure, Figure("changes delivered to the application", consumer.seen, unit="",
-                                engine=1, lower=True)],  # fmt: skip
+                [
+                    figure,
+                    Figure(
+                        "changes delivered to the application",
+                        consumer.seen,
+                        unit="",
+                        engine=1,
+                        lower=True,
+                    ),
+                ],
             )
         if ctx.sim is not None:
             state = [
                 ("store equals the server's state", _truth_matches(ctx, engine)),
-                ("application's rebuilt state equals the server's", consumer.state ==
-                 {k: dict(v) for k, v in ctx.sim.truth().items()}),
-            ]  # fmt: skip
+                (
+                    "application's rebuilt state equals the server's",
+                    consumer.state == {k: dict(v) for k, v in ctx.sim.truth().items()},
+                ),
+            ]
         else:
             state = [("snapshot applied (store not empty)", len(engine.store) > 0)]
         ctx.judge("events.state", checks=state)
@@ -630,12 +717,16 @@ async def run_entity_types(ctx: Context) -> None:
         ctx.judge(
             "events.entity_types",
             checks=[
-                ("syncrequest names the entity types",
-                 bool(bodies) and bodies[0].get("entityTypes") == list(_TYPES)),
+                (
+                    "syncrequest names the entity types",
+                    bool(bodies) and bodies[0].get("entityTypes") == list(_TYPES),
+                ),
                 ("store holds only the asked types", held <= set(_TYPES)),
-                ("store equals the server's entities of those types",
-                 engine.store.as_dict() == truth),
-            ],  # fmt: skip
+                (
+                    "store equals the server's entities of those types",
+                    engine.store.as_dict() == truth,
+                ),
+            ],
             detail=f"types held: {sorted(held)}",
         )
 
@@ -662,9 +753,7 @@ async def run_sharding(ctx: Context) -> None:
         await _settle(ctx)
         union_ok = _truth_matches(ctx, engine)
         bodies = [orjson.loads(b) for _, e, b in ctx.wire.out_requests() if e == "user/syncrequest"]
-        remainders = sorted(
-            b.get("shardingExpression", {}).get("remainder", -1) for b in bodies
-        )  # fmt: skip
+        remainders = sorted(b.get("shardingExpression", {}).get("remainder", -1) for b in bodies)
         sim.resume_activity()
 
         def shard_zero(audit: Any) -> bool:
@@ -684,14 +773,21 @@ async def run_sharding(ctx: Context) -> None:
             "events.sharding",
             checks=[
                 ("two syncrequests, remainders 0 and 1", remainders == [0, 1]),
-                ("each with modAccountId, divisor 2", all(
-                    b.get("shardingExpression", {}).get("expressionType") == "modAccountId"
-                    and b["shardingExpression"].get("divisor") == 2 for b in bodies)),
+                (
+                    "each with modAccountId, divisor 2",
+                    all(
+                        b.get("shardingExpression", {}).get("expressionType") == "modAccountId"
+                        and b["shardingExpression"].get("divisor") == 2
+                        for b in bodies
+                    ),
+                ),
                 ("union of the shards equals the server's state", union_ok),
-                ("the other shard stayed live", other_live
-                 and engine.shards[1].generation == before),
+                (
+                    "the other shard stayed live",
+                    other_live and engine.shards[1].generation == before,
+                ),
                 ("converged again after the drop", _truth_matches(ctx, engine)),
-            ],  # fmt: skip
+            ],
         )
 
 
@@ -725,14 +821,19 @@ async def run_idempotency(ctx: Context) -> None:
         truth = {k: dict(v) for k, v in sim.truth().items()}
         ctx.judge(
             "events.idempotency",
-            [Figure("duplicates the application received", len(consumer.problems), unit="",
-                    engine=0)],  # fmt: skip
+            [
+                Figure(
+                    "duplicates the application received", len(consumer.problems), unit="", engine=0
+                )
+            ],
             [
                 ("store equals the server's state", _truth_matches(ctx, engine)),
                 ("rebuilt state equals the server's", consumer.state == truth),
-                ("faults were injected", sim.injected["duplicate_props"] >= 1
-                 and sim.injected["replay_props"] >= 1),
-            ],  # fmt: skip
+                (
+                    "faults were injected",
+                    sim.injected["duplicate_props"] >= 1 and sim.injected["replay_props"] >= 1,
+                ),
+            ],
             detail="; ".join(consumer.problems[:5]),
         )
         nursery.cancel_scope.cancel()
@@ -758,8 +859,7 @@ MALFORMED = (
         "errors.unknown_message",
         Section.ERRORS,
         "Message errors: unknown message types",
-        "an unknown frame type and an unknown event kind are counted and skipped, "
-        "connection kept",
+        "an unknown frame type and an unknown event kind are counted and skipped, connection kept",
         remote=False,
     ),
 )
@@ -782,15 +882,23 @@ async def run_malformed(ctx: Context) -> None:
         counted = {kind: after > before for kind, (before, after, _) in seen.items()}
         ctx.judge(
             "events.malformed",
-            [Figure("malformed inputs counted", engine.counters["malformed"], unit="",
-                    engine=1, lower=True)],  # fmt: skip
+            [
+                Figure(
+                    "malformed inputs counted",
+                    engine.counters["malformed"],
+                    unit="",
+                    engine=1,
+                    lower=True,
+                )
+            ],
             [
                 ("connection kept (one generation, live)", kept),
                 ("live after every kind", all(live for _, _, live in seen.values())),
                 ("store equals the server's state", _truth_matches(ctx, engine)),
             ],
-            detail=", ".join(f"{k}: {'counted' if v else 'NOT counted'}" for k, v in
-                             counted.items()),  # fmt: skip
+            detail=", ".join(
+                f"{k}: {'counted' if v else 'NOT counted'}" for k, v in counted.items()
+            ),
         )
         ctx.judge(
             "errors.malformed_json",
@@ -822,18 +930,26 @@ async def run_request_errors(ctx: Context) -> None:
     async with ctx.engine() as engine:
         await wait_state(engine, State.LIVE, STEP)
         statuses: list[int | None] = []
-        for endpoint, query in (("account/item", {"id": "not-a-number"}),
-                                ("certify/nosuchendpoint", None)):  # fmt: skip
+        for endpoint, query in (
+            ("account/item", {"id": "not-a-number"}),
+            ("certify/nosuchendpoint", None),
+        ):
             try:
                 await engine.request(endpoint, query=query, timeout=30)
                 statuses.append(None)
             except RequestError as exc:
                 statuses.append(exc.status)
         checks = [
-            ("invalid parameter refused (4xx)", statuses[0] is not None and 400 <= statuses[0] < 500),
-            ("unknown endpoint refused (4xx)", statuses[1] is not None and 400 <= statuses[1] < 500),
+            (
+                "invalid parameter refused (4xx)",
+                statuses[0] is not None and 400 <= statuses[0] < 500,
+            ),
+            (
+                "unknown endpoint refused (4xx)",
+                statuses[1] is not None and 400 <= statuses[1] < 500,
+            ),
             ("connection kept", engine.generation == 1 and engine.state is State.LIVE),
-        ]  # fmt: skip
+        ]
         if ctx.sim is not None:
             before = engine.counters["malformed"]
             ctx.sim.inject_malformed("props_wrong_types")
@@ -890,15 +1006,21 @@ async def run_p_ticket(ctx: Context) -> None:
             ],
             [
                 ("request succeeded", isinstance(found, dict) and found.get("name") == "MESZ6"),
-                ("resend presented the ticket and was accepted",
-                 bool(retries) and retries[0].accepted and bool(penalties)
-                 and retries[0].ticket == penalties[0].ticket),
-                ("resend used a new request id",
-                 bool(retries and penalties) and retries[0].id != penalties[0].id),
+                (
+                    "resend presented the ticket and was accepted",
+                    bool(retries)
+                    and retries[0].accepted
+                    and bool(penalties)
+                    and retries[0].ticket == penalties[0].ticket,
+                ),
+                (
+                    "resend used a new request id",
+                    bool(retries and penalties) and retries[0].id != penalties[0].id,
+                ),
                 ("penalised sync ended that attempt", bool(penalised)),
                 ("next socket's sync carried the ticket", ticket is not None),
                 ("next socket's sync accepted", bool(last.retries) and last.retries[0].accepted),
-            ],  # fmt: skip
+            ],
         )
 
 
@@ -958,16 +1080,25 @@ async def run_rate_limit(ctx: Context) -> None:
         duration = ended[0].time - began[0].time if began and ended else math.inf
         ctx.judge(
             "rate.429",
-            [Figure("lockout length", duration, stage2=None,
-                    engine=engine.config.lockout_seconds, lower=True)],  # fmt: skip
+            [
+                Figure(
+                    "lockout length",
+                    duration,
+                    stage2=None,
+                    engine=engine.config.lockout_seconds,
+                    lower=True,
+                )
+            ],
             [
                 ("request failed with RateLimited", limited),
                 ("lockout_began recorded", bool(began)),
-                ("a list request did not go out during the lockout", waited_out
-                 and sent_during.count("account/list") == 1),
+                (
+                    "a list request did not go out during the lockout",
+                    waited_out and sent_during.count("account/list") == 1,
+                ),
                 ("lockout_ended recorded; requests flow again", bool(ended) and bool(after)),
                 ("captcha fails with CaptchaRequired", captcha),
-            ],  # fmt: skip
+            ],
         )
         cancel_during = "order/cancelorder" in sent_during
     # queue order: 200 list requests queued while the server refuses, then a cancellation
@@ -988,10 +1119,12 @@ async def run_rate_limit(ctx: Context) -> None:
         "rate.priorities",
         checks=[
             ("cancellation went out during the lockout", cancel_during and cancelled),
-            ("cancellation first after authorize and sync",
-             sent[:3] == ["authorize", "user/syncrequest", "order/cancelorder"]),
+            (
+                "cancellation first after authorize and sync",
+                sent[:3] == ["authorize", "user/syncrequest", "order/cancelorder"],
+            ),
             ("every queued list request went out after it", sent.count("account/list") == 200),
-        ],  # fmt: skip
+        ],
     )
 
 
@@ -1043,17 +1176,28 @@ async def run_reconnect(ctx: Context) -> None:
             "reconnect.automatic",
             [
                 Figure("loss detected after the drop", lost.time - dropped_at),
-                Figure("reconnection attempt after the loss", retry.time - lost.time,
-                       stage2=STAGE2_RECONNECT, engine=engine.config.backoff.after_live_cap),
-            ],  # fmt: skip
-            [("reason is dropped", lost.reason.startswith("dropped")),
-             ("live again", back.dest is State.LIVE)],  # fmt: skip
+                Figure(
+                    "reconnection attempt after the loss",
+                    retry.time - lost.time,
+                    stage2=STAGE2_RECONNECT,
+                    engine=engine.config.backoff.after_live_cap,
+                ),
+            ],
+            [
+                ("reason is dropped", lost.reason.startswith("dropped")),
+                ("live again", back.dest is State.LIVE),
+            ],
             detail=f"{lost.reason}; {retry.reason}",
         )
         ctx.judge(
             "reconnect.reauth",
-            [Figure("authorization time on the new socket", auths[-1] if len(auths) >= 2
-                    else math.inf, stage2=STAGE2_AUTH)],  # fmt: skip
+            [
+                Figure(
+                    "authorization time on the new socket",
+                    auths[-1] if len(auths) >= 2 else math.inf,
+                    stage2=STAGE2_AUTH,
+                )
+            ],
             [
                 ("authorize is the new socket's first request", first_out == ["authorize"]),
                 ("answered s=200", any('"s":200' in t for t in _auth_answers(ctx, new))),
@@ -1079,7 +1223,7 @@ SERVER_CLOSE = (
         "reconnect.server_close",
         Section.RECONNECTION,
         "Simulate connection drops: server close frame and shutdown",
-        "after c[3000,\"Go away!\"] and after a Maintenance shutdown event, each on a "
+        'after c[3000,"Go away!"] and after a Maintenance shutdown event, each on a '
         "stable connection, the next attempt comes within 10 s and the engine is live again",
         remote=False,
     ),
@@ -1091,20 +1235,26 @@ async def run_server_close(ctx: Context) -> None:
     sim = ctx.sim
     figures: list[Figure] = []
     checks: list[tuple[str, bool]] = []
+    faults: tuple[tuple[str, Callable[[], Awaitable[None]]], ...] = (
+        ("close frame", lambda: sim.close_connections(3000, "Go away!")),
+        ("Maintenance shutdown", lambda: sim.shutdown("Maintenance", "certification")),
+    )
     async with ctx.engine() as engine:
-        for name, fault in (
-            ("close frame", lambda: sim.close_connections(3000, "Go away!")),
-            ("Maintenance shutdown", lambda: sim.shutdown("Maintenance", "certification")),
-        ):
+        for name, fault in faults:
             await wait_state(engine, State.LIVE, STEP)
             await trio.sleep(61.0)
             await fault()
             lost = await wait_state(engine, State.BACKOFF, STEP)
             retry = await wait_state(engine, State.CONNECTING, STEP)
             back = await wait_state(engine, State.LIVE, STEP)
-            figures.append(Figure(f"attempt after the {name}", retry.time - lost.time,
-                                  stage2=STAGE2_RECONNECT,
-                                  engine=engine.config.backoff.after_live_cap))  # fmt: skip
+            figures.append(
+                Figure(
+                    f"attempt after the {name}",
+                    retry.time - lost.time,
+                    stage2=STAGE2_RECONNECT,
+                    engine=engine.config.backoff.after_live_cap,
+                )
+            )
             checks.append((f"live again after the {name}", back.dest is State.LIVE))
     ctx.judge("reconnect.server_close", figures, checks)
 
@@ -1134,12 +1284,20 @@ async def run_network_delay(ctx: Context) -> None:
             "perf.slow_network",
             [
                 Figure("one-way delay injected", ctx.delay),
-                Figure("connection time", connects[0] if connects else math.inf,
-                       stage2=STAGE2_CONNECT, engine=engine.config.connect_timeout),
+                Figure(
+                    "connection time",
+                    connects[0] if connects else math.inf,
+                    stage2=STAGE2_CONNECT,
+                    engine=engine.config.connect_timeout,
+                ),
                 Figure("authorization time", auths[0] if auths else math.inf, stage2=STAGE2_AUTH),
-                Figure("largest gap between heartbeats", largest, stage2=STAGE2_HEARTBEAT,
-                       engine=_engine_heartbeat(ctx, engine)),
-            ],  # fmt: skip
+                Figure(
+                    "largest gap between heartbeats",
+                    largest,
+                    stage2=STAGE2_HEARTBEAT,
+                    engine=_engine_heartbeat(ctx, engine),
+                ),
+            ],
             [("live", engine.state is State.LIVE)],
         )
     ctx.faults.delay(0.0)
@@ -1191,23 +1349,35 @@ async def run_connection_errors(ctx: Context) -> None:
         return any(reason.startswith(prefix) for reason in reasons)
 
     timeout = [
-        b.time - a.time for a, b in itertools.pairwise(records)
+        b.time - a.time
+        for a, b in itertools.pairwise(records)
         if a.dest is State.CONNECTING and b.reason.startswith("connect_timeout")
-    ]  # fmt: skip
+    ]
     gaps = [b.time - a.time for a, b in itertools.pairwise(starts)]
     live = engine.state is State.STOPPED and any(r.dest is State.LIVE for r in records)
     ctx.judge(
         "errors.network_timeout",
-        [Figure("connect given up after", timeout[0] if timeout else math.inf,
-                engine=config.connect_timeout + 0.5)],  # fmt: skip
+        [
+            Figure(
+                "connect given up after",
+                timeout[0] if timeout else math.inf,
+                engine=config.connect_timeout + 0.5,
+            )
+        ],
         [("reason is connect_timeout", named("connect_timeout"))],
     )
     ctx.judge("errors.dns", checks=[("reason is dns", named("dns")), ("live after", live)])
     ctx.judge("errors.tls", checks=[("reason is tls", named("tls")), ("live after", live)])
     ctx.judge(
         "errors.unavailable",
-        [Figure("smallest gap between attempts", min(gaps, default=math.inf),
-                engine=config.backoff.initial / 2, lower=True)],  # fmt: skip
+        [
+            Figure(
+                "smallest gap between attempts",
+                min(gaps, default=math.inf),
+                engine=config.backoff.initial / 2,
+                lower=True,
+            )
+        ],
         [("reason is refused", named("refused")), ("live after", live)],
         detail="; ".join(reasons),
     )
@@ -1217,139 +1387,240 @@ async def run_connection_errors(ctx: Context) -> None:
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
-        "login", "Login with a valid token, then hold the connection", Section.LOGIN,
-        ("log in over REST (accesstokenrequest)", "open the websocket, wait for 'o'",
-         "send authorize with the token", "sync, go live, hold for the window"),
+        "login",
+        "Login with a valid token, then hold the connection",
+        Section.LOGIN,
+        (
+            "log in over REST (accesstokenrequest)",
+            "open the websocket, wait for 'o'",
+            "send authorize with the token",
+            "sync, go live, hold for the window",
+        ),
         "connection time, authorization time, time live without a reconnect",
-        LOGIN, run_login,
+        LOGIN,
+        run_login,
     ),
     Scenario(
-        "login_invalid", "Login with an invalid token", Section.LOGIN,
+        "login_invalid",
+        "Login with an invalid token",
+        Section.LOGIN,
         ("open the websocket with a made-up access token", "send authorize"),
         "the server's answer, what the engine does next, time to the rejection",
-        LOGIN_INVALID, run_login_invalid,
+        LOGIN_INVALID,
+        run_login_invalid,
     ),
     Scenario(
-        "login_expired", "Login with an expired token; token expiring during a connection",
+        "login_expired",
+        "Login with an expired token; token expiring during a connection",
         Section.LOGIN,
-        ("authorize with a token the server has expired", "then, on a live connection, expire "
-         "every token, hold 30 s, drop the network, let the engine reconnect"),
+        (
+            "authorize with a token the server has expired",
+            "then, on a live connection, expire "
+            "every token, hold 30 s, drop the network, let the engine reconnect",
+        ),
         "the server's answers; whether the live socket stayed; the re-authorization",
-        LOGIN_EXPIRED, run_login_expired, remote=False,
+        LOGIN_EXPIRED,
+        run_login_expired,
+        remote=False,
     ),
     Scenario(
-        "auth_timeout", "The server never answers authorize", Section.ERRORS,
+        "auth_timeout",
+        "The server never answers authorize",
+        Section.ERRORS,
         ("the simulator ignores authorize", "wait for the engine to give up", "answer again"),
         "time to give up, the reason, recovery",
-        AUTH_TIMEOUT, run_auth_timeout, remote=False,
+        AUTH_TIMEOUT,
+        run_auth_timeout,
+        remote=False,
         sim_config=lambda seed: SimConfig(seed=seed, auth_timeout=60.0),
     ),
     Scenario(
-        "heartbeats", "Heartbeats on an idle connection", Section.HEARTBEATS,
-        ("go live", "pause the server's activity so it sends h", "observe for the window "
-         "(120 s virtual)"),
+        "heartbeats",
+        "Heartbeats on an idle connection",
+        Section.HEARTBEATS,
+        (
+            "go live",
+            "pause the server's activity so it sends h",
+            "observe for the window (120 s virtual)",
+        ),
         "every gap between the engine's [] frames, the first after 'o', the server's h count",
-        HEARTBEATS, run_heartbeats,
+        HEARTBEATS,
+        run_heartbeats,
     ),
     Scenario(
-        "heartbeats_load", "Heartbeats and processing under high message volume (real clock)",
+        "heartbeats_load",
+        "Heartbeats and processing under high message volume (real clock)",
         Section.HEARTBEATS,
-        (f"go live; push {int(LOAD_FRAME / LOAD_EVERY)} props messages a second for "
-         f"{LOAD_SECONDS:g} s ({LOAD_FRAME} per frame)", "the application consumes every change"),
+        (
+            f"go live; push {int(LOAD_FRAME / LOAD_EVERY)} props messages a second for "
+            f"{LOAD_SECONDS:g} s ({LOAD_FRAME} per frame)",
+            "the application consumes every change",
+        ),
         "heartbeat gaps on the real clock; per message, read to consumer latency",
-        HEARTBEATS_LOAD, run_heartbeats_load, remote=False, clock="real", limit=60.0,
+        HEARTBEATS_LOAD,
+        run_heartbeats_load,
+        remote=False,
+        clock="real",
+        limit=60.0,
         sim_config=lambda seed: SimConfig(seed=seed, activity_interval=None),
     ),
     Scenario(
-        "heartbeat_timeout", "Missed heartbeats: half-open network silence", Section.HEARTBEATS,
-        ("go live, hold 61 s (a stable connection)", "the proxy holds every byte from the "
-         "server (the engine's bytes still pass)", "when the engine gives up, lift the silence"),
+        "heartbeat_timeout",
+        "Missed heartbeats: half-open network silence",
+        Section.HEARTBEATS,
+        (
+            "go live, hold 61 s (a stable connection)",
+            "the proxy holds every byte from the server (the engine's bytes still pass)",
+            "when the engine gives up, lift the silence",
+        ),
         "silence before giving up, reconnection attempt delay, recovery",
-        HEARTBEAT_TIMEOUT, run_heartbeat_timeout,
+        HEARTBEAT_TIMEOUT,
+        run_heartbeat_timeout,
     ),
     Scenario(
-        "sync_events", "user/syncrequest and real-time events", Section.EVENTS,
+        "sync_events",
+        "user/syncrequest and real-time events",
+        Section.EVENTS,
         ("go live", "the application consumes engine.events() for the window (30 s virtual)"),
         "the syncrequest frame and its body, props events received, state",
-        EVENTS, run_sync_events,
+        EVENTS,
+        run_sync_events,
     ),
     Scenario(
-        "entity_types", "Sync with accounts and entityTypes", Section.EVENTS,
-        ("sync with accounts=<all> and entityTypes account, position, order, fill, "
-         "cashBalance", "hold 20 s"),
+        "entity_types",
+        "Sync with accounts and entityTypes",
+        Section.EVENTS,
+        (
+            "sync with accounts=<all> and entityTypes account, position, order, fill, cashBalance",
+            "hold 20 s",
+        ),
         "the body sent, the types held, the store against the server's",
-        ENTITY_TYPES, run_entity_types, remote=False,
+        ENTITY_TYPES,
+        run_entity_types,
+        remote=False,
     ),
     Scenario(
-        "sharding", "Socket sharding over two sockets", Section.EVENTS,
-        ("shards=2: two sockets, each syncs with its shardingExpression", "drop shard 0's "
-         "socket at the server", "wait for it to recover"),
+        "sharding",
+        "Socket sharding over two sockets",
+        Section.EVENTS,
+        (
+            "shards=2: two sockets, each syncs with its shardingExpression",
+            "drop shard 0's socket at the server",
+            "wait for it to recover",
+        ),
         "the two sync bodies, the union of the shards, the other shard's generation",
-        SHARDING, run_sharding, remote=False,
+        SHARDING,
+        run_sharding,
+        remote=False,
     ),
     Scenario(
-        "idempotency", "Duplicated and replayed events", Section.EVENTS,
+        "idempotency",
+        "Duplicated and replayed events",
+        Section.EVENTS,
         ("go live; every props frame is sent twice for 20 s", "30 messages replayed"),
         "duplicates reaching the application; store and rebuilt state against the server's",
-        IDEMPOTENCY, run_idempotency, remote=False,
+        IDEMPOTENCY,
+        run_idempotency,
+        remote=False,
     ),
     Scenario(
-        "malformed", "Malformed frames on a live socket", Section.EVENTS,
+        "malformed",
+        "Malformed frames on a live socket",
+        Section.EVENTS,
         tuple(f"send a {kind} frame" for kind in MALFORMED_KINDS),
         "the malformed counter per kind, the generation, the store against the server's",
-        MALFORMED, run_malformed, remote=False,
+        MALFORMED,
+        run_malformed,
+        remote=False,
     ),
     Scenario(
-        "request_errors", "Requests with invalid parameters and unknown endpoints",
+        "request_errors",
+        "Requests with invalid parameters and unknown endpoints",
         Section.ERRORS,
-        ("account/item?id=not-a-number", "certify/nosuchendpoint",
-         "simulator: props with wrong types"),
+        (
+            "account/item?id=not-a-number",
+            "certify/nosuchendpoint",
+            "simulator: props with wrong types",
+        ),
         "the status each request fails with; the connection",
-        REQUEST_ERRORS, run_request_errors,
+        REQUEST_ERRORS,
+        run_request_errors,
     ),
     Scenario(
-        "p_ticket", "P-ticket on a request and on the syncrequest", Section.RATE_LIMITS,
-        ("penalise contract/find with p-time 6 s; request it", "penalise the next "
-         "user/syncrequest with p-time 12 s; drop the network"),
+        "p_ticket",
+        "P-ticket on a request and on the syncrequest",
+        Section.RATE_LIMITS,
+        (
+            "penalise contract/find with p-time 6 s; request it",
+            "penalise the next user/syncrequest with p-time 12 s; drop the network",
+        ),
         "the waits, the resends' tickets and ids, the next socket's sync",
-        P_TICKET, run_p_ticket, remote=False,
+        P_TICKET,
+        run_p_ticket,
+        remote=False,
     ),
     Scenario(
-        "rate_limit", "429 lockout, captcha and request priorities", Section.RATE_LIMITS,
-        ("429 on account/list", "during the lockout: list request and a cancellation",
-         "wait lockout_seconds (virtual)", "captcha on contract/find",
-         "queue 200 list requests and a cancellation while the server refuses"),
+        "rate_limit",
+        "429 lockout, captcha and request priorities",
+        Section.RATE_LIMITS,
+        (
+            "429 on account/list",
+            "during the lockout: list request and a cancellation",
+            "wait lockout_seconds (virtual)",
+            "captcha on contract/find",
+            "queue 200 list requests and a cancellation while the server refuses",
+        ),
         "the lockout's records and length, what went out during it, the send order",
-        RATE_LIMIT, run_rate_limit, remote=False,
+        RATE_LIMIT,
+        run_rate_limit,
+        remote=False,
     ),
     Scenario(
-        "reconnect", "Network drop of a stable connection", Section.RECONNECTION,
-        ("go live, hold 61 s", "the proxy cuts the connection (no close frame)",
-         "the engine reconnects, re-authorizes, resyncs"),
+        "reconnect",
+        "Network drop of a stable connection",
+        Section.RECONNECTION,
+        (
+            "go live, hold 61 s",
+            "the proxy cuts the connection (no close frame)",
+            "the engine reconnects, re-authorizes, resyncs",
+        ),
         "detection, attempt delay, authorization on the new socket, state",
-        RECONNECT, run_reconnect,
+        RECONNECT,
+        run_reconnect,
     ),
     Scenario(
-        "server_close", "Server close frame and Maintenance shutdown", Section.RECONNECTION,
-        ("on a stable connection: c[3000,\"Go away!\"]", "again: shutdown Maintenance"),
+        "server_close",
+        "Server close frame and Maintenance shutdown",
+        Section.RECONNECTION,
+        ('on a stable connection: c[3000,"Go away!"]', "again: shutdown Maintenance"),
         "attempt delay after each",
-        SERVER_CLOSE, run_server_close, remote=False,
+        SERVER_CLOSE,
+        run_server_close,
+        remote=False,
     ),
     Scenario(
-        "network_delay", "Slow network", Section.PERFORMANCE,
-        ("the proxy delays every chunk each way by --delay", "connect, authorize, go live, "
-         "hold"),
+        "network_delay",
+        "Slow network",
+        Section.PERFORMANCE,
+        ("the proxy delays every chunk each way by --delay", "connect, authorize, go live, hold"),
         "connection and authorization time with the delay; heartbeat gaps",
-        DELAY, run_network_delay,
+        DELAY,
+        run_network_delay,
     ),
     Scenario(
-        "connection_errors", "Connect timeout, DNS, TLS, refused", Section.ERRORS,
-        ("the next four attempts: connect hangs, name does not resolve, certificate check "
-         "fails, connection refused", "then the server is reachable"),
+        "connection_errors",
+        "Connect timeout, DNS, TLS, refused",
+        Section.ERRORS,
+        (
+            "the next four attempts: connect hangs, name does not resolve, certificate check "
+            "fails, connection refused",
+            "then the server is reachable",
+        ),
         "the reason of each failure, time to give up a hung connect, gaps between attempts",
-        CONNECTION_ERRORS, run_connection_errors,
+        CONNECTION_ERRORS,
+        run_connection_errors,
     ),
-)  # fmt: skip
+)
 
 SCENARIOS_BY_ID = {scenario.id: scenario for scenario in SCENARIOS}
 

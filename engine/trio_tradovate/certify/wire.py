@@ -79,7 +79,8 @@ class WireEntry:
             "direction": self.direction,
             "kind": self.kind,
             "time": round(self.time, 6),
-            "text": self.text if len(self.text) <= MAX_TEXT
+            "text": self.text
+            if len(self.text) <= MAX_TEXT
             else f"{self.text[:MAX_TEXT]}... ({len(self.text)} characters)",
         }
 
@@ -311,8 +312,12 @@ class RestEntry:
     status: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"time": round(self.time, 6), "method": self.method, "path": self.path,
-                "status": self.status}  # fmt: skip
+        return {
+            "time": round(self.time, 6),
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+        }
 
 
 class RecordingTransport(httpx.AsyncBaseTransport):
