@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target",
         default="sim",
-        help="sim (default: the embedded simulator, offline, virtual time), demo, live, or a "
+        help="sim (default: the embedded simulator, offline, virtual time), demo, or a "
         "REST base URL such as http://127.0.0.1:8000/v1; real targets read TRADOVATE_* "
         "credentials from the environment",
     )
@@ -74,6 +74,11 @@ def target_from(args: argparse.Namespace, env: Mapping[str, str]) -> Target:
     name = args.target
     if name == "sim":
         return Target("sim", duration=args.duration)
+    if name == "live":
+        raise ConfigError(
+            "--target live: certification drops connections and logs in many times; run it "
+            "against demo (Tradovate's conformance environment) or a URL"
+        )
     if name in ENVIRONMENTS:
         rest_url = ENVIRONMENTS[name]
     elif name.startswith(("http://", "https://")):

@@ -106,7 +106,10 @@ class Figure:
         if self.stage2 is not None:
             parts.append(f"Stage 2 {op} {_fmt(self.stage2, self.unit)}")
         if self.engine is not None:
-            parts.append(f"engine {op} {_fmt(self.engine, self.unit)}")
+            # a time bound comes from the engine's configuration; a count or a rate from the
+            # test plan
+            basis = "engine" if self.unit in ("s", "ms") and not self.lower else "required"
+            parts.append(f"{basis} {op} {_fmt(self.engine, self.unit)}")
         limits = f" ({'; '.join(parts)})" if parts else ""
         return f"{self.name}: {value}{limits} {'ok' if self.ok else 'OUT OF LIMIT'}"
 

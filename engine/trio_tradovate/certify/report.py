@@ -303,8 +303,8 @@ def _coverage_md(report: Report) -> list[str]:
             counters[name] = counters.get(name, 0) + value
     lines = [
         "Which declared transitions and which (node, trigger) cells this run exercised.",
-        "Scenarios per cell are in `coverage.json` of each run; the same matrix for the "
-        "test suite: `make coverage-matrix`.",
+        "Counts per scenario follow the matrices; the same matrix for the whole test suite: "
+        "`make coverage-matrix`.",
         "",
     ]
     lines += report.coverage.markdown(counters)
@@ -430,10 +430,11 @@ def render_image(coverage: Coverage, path: Path) -> str:
         for source in rule.source:
             key = (source, rule.dest)
             label = str(rule.trigger) + (f" [{rule.guard}]" if rule.guard else "")
-            if label not in edges.setdefault(key, []):
-                edges[key].append(label)
             if (source.value, rule.dest.value, str(rule.trigger)) in exercised:
                 hit.add(key)
+                label = "* " + label  # this trigger's move was taken
+            if label not in edges.setdefault(key, []):
+                edges[key].append(label)
     figure, axes = pyplot.subplots(figsize=(16, 9), dpi=110)
     axes.set_xlim(-1.2, 10.0)
     axes.set_ylim(-1.5, 5.4)
@@ -459,7 +460,8 @@ def render_image(coverage: Coverage, path: Path) -> str:
         axes.text(
             mid_x,
             mid_y,
-            "\n".join(labels[:3]) + ("\n..." if len(labels) > 3 else ""),
+            "\n".join(sorted(labels, key=lambda text: not text.startswith("*"))[:3])
+            + ("\n..." if len(labels) > 3 else ""),
             fontsize=6,
             ha="center",
             va="center",
@@ -479,7 +481,8 @@ def render_image(coverage: Coverage, path: Path) -> str:
     summary = coverage.summary()["connection"]
     axes.set_title(
         f"Connection statechart: {summary['moves_exercised']} of {summary['moves_declared']} "
-        "declared moves exercised (solid green); dashed grey: never exercised in this run",
+        "declared moves exercised (solid green; * marks the triggers taken); dashed grey: never "
+        "exercised in this run",
         fontsize=11,
     )
     figure.savefig(path, bbox_inches="tight")
