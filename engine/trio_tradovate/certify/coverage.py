@@ -179,14 +179,13 @@ class Coverage:
             ]
         return lines
 
-    def exercised_moves(self) -> set[tuple[str, str, str]]:
-        """``(source, dest, trigger)`` of the exercised connection moves (for the diagram)."""
-        found = set()
-        for (name, index, source), count in self.moves.items():
-            if name == CONNECTION_TABLE.name and index >= 0 and count:
-                rule = CONNECTION_TABLE.rules[index]
-                found.add((source, _value(rule.dest), str(rule.trigger)))
-        return found
+    def exercised_moves(self) -> set[tuple[int, str]]:
+        """``(row, source node)`` of the exercised connection moves (for the diagram)."""
+        return {
+            (index, source)
+            for (name, index, source), count in self.moves.items()
+            if name == CONNECTION_TABLE.name and index >= 0 and count
+        }
 
 
 def _table(name: str) -> Table[Any, Any]:

@@ -424,13 +424,13 @@ def render_image(coverage: Coverage, path: Path) -> str:
     exercised = coverage.exercised_moves()
     edges: dict[tuple[Node, Node], list[str]] = {}
     hit: set[tuple[Node, Node]] = set()
-    for rule in CONNECTION_TABLE.rules:
+    for index, rule in enumerate(CONNECTION_TABLE.rules):
         if rule.outcome is not Outcome.MOVE or rule.dest is None:
             continue
         for source in rule.source:
             key = (source, rule.dest)
             label = str(rule.trigger) + (f" [{rule.guard}]" if rule.guard else "")
-            if (source.value, rule.dest.value, str(rule.trigger)) in exercised:
+            if (index, source.value) in exercised:
                 hit.add(key)
                 label = "* " + label  # this trigger's move was taken
             if label not in edges.setdefault(key, []):

@@ -454,6 +454,7 @@ HEARTBEATS_LOAD = (
 LOAD_SECONDS = 8.0
 LOAD_FRAME = 20  # messages per frame
 LOAD_EVERY = 0.01  # a frame every 10 ms: 2,000 messages a second
+LOAD_ORDERS = 2_000
 
 
 async def run_heartbeats_load(ctx: Context) -> None:
@@ -467,29 +468,34 @@ async def run_heartbeats_load(ctx: Context) -> None:
         accounts = [key[1] for key in sim.truth() if key[0] == "account"]
         sent = 0
         started = trio.current_time()
-        next_id = 10_000_000
+        tick = 0
+        # LOAD_ORDERS working orders updated in turn, as a busy account's orders are: each
+        # message changes its order (a new price), so each is one change for the
+        # application, and an order comes round again only after the last change was taken
         while trio.current_time() - started < LOAD_SECONDS:
             batch = []
             for _ in range(LOAD_FRAME):
-                next_id += 1
+                order = 10_000_000 + sent % LOAD_ORDERS
                 batch.append(
                     {
                         "e": "props",
                         "d": {
                             "entityType": "order",
-                            "eventType": "Created",
+                            "eventType": "Updated",
                             "entity": {
-                                "id": next_id,
+                                "id": order,
                                 "accountId": accounts[0],
                                 "ordStatus": "Working",
                                 "action": "Buy",
+                                "price": 5000 + sent * 0.25,
                             },
                         },
                     }
                 )
+                sent += 1
             sim.inject_frame("a" + orjson.dumps(batch).decode())
-            sent += LOAD_FRAME
-            await trio.sleep(LOAD_EVERY)
+            tick += 1  # absolute deadlines: the rate holds even when a frame takes a while
+            await trio.sleep_until(started + tick * LOAD_EVERY)
         elapsed = trio.current_time() - started
         await trio.sleep(1.0)
         nursery.cancel_scope.cancel()
@@ -1457,7 +1463,8 @@ SCENARIOS: tuple[Scenario, ...] = (
         Section.HEARTBEATS,
         (
             f"go live; push {int(LOAD_FRAME / LOAD_EVERY)} props messages a second for "
-            f"{LOAD_SECONDS:g} s ({LOAD_FRAME} per frame)",
+            f"{LOAD_SECONDS:g} s ({LOAD_FRAME} per frame), each an update of one of "
+            f"{LOAD_ORDERS:,} working orders in turn",
             "the application consumes every change",
         ),
         "heartbeat gaps on the real clock; per message, read to consumer latency",
