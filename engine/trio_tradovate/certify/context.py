@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
-from ..config import BackoffPolicy, Credentials, EngineConfig
+from ..config import BackoffPolicy, Credentials, EngineConfig, websocket_url_for
 from ..engine import Engine, open_engine
 from ..errors import ConfigError
 from ..proxy import NetworkFaults, ProxyConnector, SplicingConnector, open_fault_proxy
@@ -257,8 +257,6 @@ class Context:
 
 
 def _derive_ws(rest_url: str) -> str:
-    from ..config import websocket_url_for
-
     return websocket_url_for(rest_url)
 
 
@@ -266,10 +264,3 @@ async def wait_state(engine: Engine, state: State, within: float) -> TransitionR
     """``engine.wait_for(state)`` bounded by ``within`` seconds (of the running clock)."""
     with trio.fail_after(within):
         return await engine.wait_for(state)
-
-
-def records_after(records: Sequence[TransitionRecord], seq_after: int) -> list[TransitionRecord]:
-    return [r for r in records if r.seq > seq_after and r.region == "connection"]
-
-
-Predicate = Callable[[TransitionRecord], bool]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -120,8 +121,6 @@ class Consumer:
         self.seen = 0
 
     async def run(self, engine: Engine) -> None:
-        import time
-
         arrivals = self.ctx.wire.arrivals
         changes = engine.events()
         while True:
