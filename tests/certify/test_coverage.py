@@ -123,3 +123,5 @@ def test_the_pytest_plugin_writes_the_matrix_of_a_test_suite(tmp_path: Path) -> 
     assert {("connecting", "opened"), ("live", "lost"), ("backoff", "retry")} <= cells
     assert ("syncing.paced", "budget_ready") not in cells  # never exercised: shown as never
     assert "| `budget_ready` |" in matrix
+    assert all(c["reached_by"] == ["test_tiny.py"] for c in found["cells"])
+    assert "Cells only one test module reaches" in matrix

@@ -11,15 +11,14 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ..config import ENVIRONMENTS
 from ..errors import ConfigError
-from .context import Target
-from .model import Verdict
-from .report import write_pack
-from .runner import Options, Report, run, select
-from .scenarios import SCENARIOS
+
+if TYPE_CHECKING:
+    from .context import Target
+    from .runner import Report
 
 #: Exit status when a criterion failed (or was inconclusive).
 EXIT_FAILED = 1
@@ -71,6 +70,8 @@ def target_from(args: argparse.Namespace, env: Mapping[str, str]) -> Target:
     Raises:
         ConfigError: unknown target, or credentials missing for a real one.
     """
+    from .context import Target
+
     name = args.target
     if name == "sim":
         return Target("sim", duration=args.duration)
@@ -105,6 +106,8 @@ def target_from(args: argparse.Namespace, env: Mapping[str, str]) -> Target:
 
 
 def list_scenarios(out: TextIO) -> int:
+    from .scenarios import SCENARIOS
+
     for scenario in SCENARIOS:
         where = "" if scenario.remote else "  (simulator only)"
         out.write(f"{scenario.id:18} {scenario.title}{where}\n")
@@ -117,6 +120,9 @@ def main(args: argparse.Namespace, out: TextIO, env: Mapping[str, str] | None = 
     Raises:
         ConfigError: bad arguments (the caller prints it and exits 2).
     """
+    from .report import write_pack
+    from .runner import Options, run, select
+
     if args.list:
         return list_scenarios(out)
     if args.delay < 0:
@@ -145,6 +151,8 @@ def main(args: argparse.Namespace, out: TextIO, env: Mapping[str, str] | None = 
 
 
 def summarize(report: Report, where: Path, out: TextIO) -> None:
+    from .model import Verdict
+
     for result in report.results:
         if result.verdict is Verdict.NOT_RUN and report.options.only:
             continue

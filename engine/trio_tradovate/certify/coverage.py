@@ -51,6 +51,10 @@ class Coverage:
         self._rows: dict[int, int] = {
             id(rule): index for table in TABLES for index, rule in enumerate(table.rules)
         }
+        #: Who is running now (the test suite sets the test's module), and which of them
+        #: reached each cell: shows the cells only one place ever exercises.
+        self.label: str | None = None
+        self.reached_by: dict[tuple[str, str, str], set[str]] = {}
 
     def __repr__(self) -> str:
         return f"<Coverage cells={len(self.cells)} moves={len(self.moves)}>"
@@ -59,7 +63,10 @@ class Coverage:
         self, table: Table[Any, Any], node: Any, trigger: Any, rule: Rule[Any, Any]
     ) -> None:
         """The :data:`FIRE_OBSERVERS` callback."""
-        self.cells[(table.name, _value(node), str(trigger))] += 1
+        cell = (table.name, _value(node), str(trigger))
+        self.cells[cell] += 1
+        if self.label is not None:
+            self.reached_by.setdefault(cell, set()).add(self.label)
         if rule.outcome is Outcome.MOVE:
             self.moves[(table.name, self._rows.get(id(rule), -1), _value(node))] += 1
 
@@ -107,7 +114,17 @@ class Coverage:
         return {
             "summary": self.summary(),
             "cells": [
-                {"table": t, "node": n, "trigger": g, "count": c}
+                {
+                    "table": t,
+                    "node": n,
+                    "trigger": g,
+                    "count": c,
+                    **(
+                        {"reached_by": sorted(self.reached_by[(t, n, g)])}
+                        if (t, n, g) in self.reached_by
+                        else {}
+                    ),
+                }
                 for (t, n, g), c in sorted(self.cells.items())
             ],
             "moves": [
@@ -170,6 +187,22 @@ class Coverage:
                         f"{'x' + str(count) if count else '**never**'} |"
                     )
             lines.append("")
+        if self.reached_by:
+            single = sorted(
+                (sorted(labels)[0], cell)
+                for cell, labels in self.reached_by.items()
+                if len(labels) == 1
+            )
+            lines += [
+                f"### Cells only one test module reaches ({len(single)})",
+                "",
+                "A change that breaks one of these is caught by that module alone.",
+                "",
+                "| module | table | node | trigger |",
+                "|---|---|---|---|",
+                *[f"| `{label}` | {t} | `{n}` | `{g}` |" for label, (t, n, g) in single],
+                "",
+            ]
         if counters is not None:
             shown = ", ".join(f"`{name}` {counters.get(name, 0)}" for name in HOT_PATH_COUNTERS)
             lines += [

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -41,6 +42,20 @@ def pytest_configure(config: pytest.Config) -> None:
     coverage = Coverage()
     FIRE_OBSERVERS.append(coverage.observe)
     config.stash[_KEY] = (coverage, Path(target))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """Label what the test fires with its module (``tests/engine/test_x.py``)."""
+    found = item.config.stash.get(_KEY, None)
+    if found is None:
+        return (yield)
+    coverage = found[0]
+    coverage.label = item.nodeid.split("::", 1)[0]
+    try:
+        return (yield)
+    finally:
+        coverage.label = None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -304,7 +304,7 @@ def _coverage_md(report: Report) -> list[str]:
     lines = [
         "Which declared transitions and which (node, trigger) cells this run exercised.",
         "Counts per scenario follow the matrices; the same matrix for the whole test suite: "
-        "`make coverage-matrix`.",
+        "`make coverage-matrix` (which also lists the cells only one test module reaches).",
         "",
     ]
     lines += report.coverage.markdown(counters)
