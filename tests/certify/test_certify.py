@@ -135,6 +135,9 @@ def test_the_pack_has_every_file_and_a_section_per_stage2_test(
     assert len(cases) == len(all_criteria())
     assert suite.findall(".//failure") == []
     assert (out / "statechart.mmd").read_text().startswith("stateDiagram-v2")
+    log = (out / "engine.log").read_text()
+    assert "[heartbeat_timeout]" in log
+    assert "stalled" in log
 
 
 def test_transition_log_and_wire_log(full_run: tuple[int, str, Path, set[str]]) -> None:

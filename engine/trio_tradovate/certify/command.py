@@ -134,17 +134,11 @@ def main(args: argparse.Namespace, out: TextIO, env: Mapping[str, str] | None = 
         raise ConfigError(str(exc)) from None
     target = target_from(args, os.environ if env is None else env)
     options = Options(target, args.seed, only, tuple(args.overrides), args.delay)
-    # The scenarios provoke faults on purpose; the engine's warnings about them are noise on
-    # the console (the pack has every transition). Restored afterwards: a caller's logging
-    # is its own.
-    library = logging.getLogger("trio_tradovate")
-    level = library.level
-    if not args.verbose:
-        library.setLevel(logging.CRITICAL)
-    try:
-        report = run(options)
-    finally:
-        library.setLevel(level)
+    # The scenarios provoke faults on purpose; the engine's warnings about them go to the
+    # pack's engine.log, and to the console only with --verbose.
+    if args.verbose:
+        logging.basicConfig(level=logging.WARNING, format="log: %(message)s")
+    report = run(options)
     write_pack(report, args.out)
     summarize(report, args.out, out)
     return 0 if report.passed else EXIT_FAILED

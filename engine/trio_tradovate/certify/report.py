@@ -10,6 +10,7 @@
 | ``statechart.{mmd,dot,png}`` | the declared chart; the image marks what the run exercised |
 | ``coverage.md``, ``coverage.json`` | declared moves and (node, trigger) cells exercised |
 | ``test-plan.md`` | each scenario: what it does, what it measures, its pass criteria |
+| ``engine.log`` | the engine's warnings and errors, per scenario, stamped with trio time |
 
 Every file's text passes through the run's :class:`~.wire.Redactor` as it is written.
 """
@@ -53,6 +54,7 @@ PACK_FILES = (
     "coverage.md",
     "coverage.json",
     "test-plan.md",
+    "engine.log",
 )
 
 
@@ -81,6 +83,11 @@ def write_pack(report: Report, out: Path) -> list[Path]:
         orjson.dumps(report.coverage.as_dict(), option=orjson.OPT_INDENT_2).decode(),
     )
     put("test-plan.md", render_test_plan())
+    put(
+        "engine.log",
+        "".join(f"[{run.scenario.id}] {line}\n" for run in report.runs for line in run.log)
+        or "(no warning)\n",
+    )
     if (out / "statechart.png").exists():
         written.append(out / "statechart.png")
     return written

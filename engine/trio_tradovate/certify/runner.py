@@ -9,6 +9,7 @@ the same alone or in a full run.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import traceback
@@ -86,6 +87,8 @@ class ScenarioRun:
     wall_seconds: float = 0.0
     error: str | None = None
     ran: bool = True
+    #: The engine's and the simulator's warnings and errors, in order.
+    log: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -215,6 +218,38 @@ def _run_one(
             nursery.cancel_scope.cancel()
 
     began = time.perf_counter()
+    collector = _LogCollector(found.log)
+    library = logging.getLogger("trio_tradovate")
+    library.addHandler(collector)
+    try:
+        _run_main(main, virtual, found, redactor)
+    finally:
+        library.removeHandler(collector)
+    found.wall_seconds = time.perf_counter() - began
+    return _collect(found, holder, scenario)
+
+
+class _LogCollector(logging.Handler):
+    """Keeps the library's warnings for the pack's ``engine.log`` (stamped with trio time).
+
+    While it is attached the library has a handler, so Python's last-resort handler no
+    longer prints the warnings the scenarios provoke on purpose to the console; a caller
+    who configured logging still gets them through the root logger.
+    """
+
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self._into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            now = f"{trio.current_time():12.3f}"
+        except RuntimeError:
+            now = " " * 12
+        self._into.append(f"{now} {record.levelname:7} {record.name}: {record.getMessage()}")
+
+
+def _run_main(main: Any, virtual: bool, found: ScenarioRun, redactor: Redactor) -> None:
     with found.coverage.installed():
         try:
             clock = trio.testing.MockClock(autojump_threshold=0) if virtual else None
@@ -223,7 +258,9 @@ def _run_one(
             if isinstance(exc, KeyboardInterrupt):
                 raise
             found.error = redactor.scrub(_describe(exc))
-    found.wall_seconds = time.perf_counter() - began
+
+
+def _collect(found: ScenarioRun, holder: list[Context], scenario: Scenario) -> ScenarioRun:
     if holder:
         ctx = holder[0]
         found.wire = ctx.wire
