@@ -170,14 +170,27 @@ LOGIN = (
         "live for the whole window (60 s virtual, --duration on a server): one connection, "
         "no transition out of live",
     ),
+    _c(
+        "login.logoff",
+        Section.LOGIN,
+        "Log-off: the connection is closed cleanly when the application stops",
+        "leaving open_engine sends a websocket close 1000 and the server's close reply "
+        "arrives within 1 s (the engine's close bound); the last record is close to stopped",
+    ),
 )
+
+
+#: Seconds past the window at which the login scenario leaves the engine.
+LEAVE_OFFSET = 0.3
 
 
 async def run_login(ctx: Context) -> None:
     async with ctx.engine() as engine:
         live = await wait_state(engine, State.LIVE, STEP)
         window = ctx.window(60.0)
-        await trio.sleep(window)
+        # leave between two heartbeats: in virtual time 60 s is exactly a heartbeat instant,
+        # and leaving while one is being sent is its own case (tests/certify/test_logoff.py)
+        await trio.sleep(window + LEAVE_OFFSET)
         records = [r for r in engine.transitions if r.region == "connection"]
         left = [r for r in records if r.seq > live.seq]
         connects = connect_times(ctx.wire)
@@ -217,6 +230,28 @@ async def run_login(ctx: Context) -> None:
                 ("no transition after live", not left),
             ],
         )
+    closes = [e for e in ctx.wire.entries if e.connection == 0 and e.kind == "close"]
+    sent = [e for e in closes if e.direction == "out"]
+    answered = [e for e in closes if e.direction == "in"]
+    last = engine.transitions[-1]
+    ctx.judge(
+        "login.logoff",
+        [
+            Figure(
+                "close handshake",
+                answered[0].time - sent[0].time if sent and answered else math.inf,
+                engine=1.0,
+            )
+        ],
+        [
+            ("close 1000 sent", bool(sent) and sent[0].text.startswith("1000")),
+            ("server answered the close", bool(answered)),
+            (
+                "last record: close to stopped",
+                (last.trigger, last.dest) == ("close", State.STOPPED),
+            ),
+        ],
+    )
 
 
 LOGIN_INVALID = (
