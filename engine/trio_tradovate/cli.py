@@ -1,4 +1,4 @@
-"""The ``trio-tradovate`` command: ``demo``, ``stream``, ``sim`` and ``diagram``.
+"""The ``trio-tradovate`` command: ``demo``, ``stream``, ``sim``, ``certify`` and ``diagram``.
 
 Every command is an ``async def run_*`` that tests drive under a virtual clock; :func:`main`
 only parses arguments, turns configuration mistakes into one line and exit code 2, and runs
@@ -324,6 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--list-faults", action="store_true", help="list the fault kinds and exit")
 
+    certify = commands.add_parser(
+        "certify", help="run Tradovate's Stage 2 tests and write the evidence pack"
+    )
+    from .certify.command import add_arguments
+
+    add_arguments(certify)
+
     diagram = commands.add_parser("diagram", help="print or write the statechart diagrams")
     diagram.add_argument("--format", choices=("mmd", "dot", "json"), default="mmd")
     diagram.add_argument("--write", type=Path, help="write every file into this directory")
@@ -341,6 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "diagram":
             return run_diagram(args.write, args.format, sys.stdout)
+        if args.command == "certify":
+            from .certify.command import main as certify_main
+
+            return certify_main(args, sys.stdout)
         if args.command == "demo":
             _check(args.duration > 0, "--duration must be > 0 seconds")
             logging.basicConfig(level=logging.WARNING, format="           log: %(message)s")

@@ -523,6 +523,22 @@ PENALTY_TABLE: Table[PenaltyNode, PenaltyTrigger] = Table(
 )
 
 
+#: Observers told of every rule :meth:`Statechart.fire` takes, called as
+#: ``observer(table, node, trigger, rule)`` with the node the chart was in. Empty, and then
+#: costing one truth test per fire, unless a certification run or the test suite's
+#: transition-coverage option adds one (``trio_tradovate.certify.coverage``). An observer that
+#: raises is logged and otherwise ignored: watching must never change what the engine does.
+FIRE_OBSERVERS: list[Callable[[Table[Any, Any], Any, Any, Rule[Any, Any]], None]] = []
+
+
+def _observe(table: Table[Any, Any], node: object, trigger: object, rule: Rule[Any, Any]) -> None:
+    for observer in tuple(FIRE_OBSERVERS):
+        try:
+            observer(table, node, trigger, rule)
+        except Exception:
+            logger.exception("a statechart observer failed; ignored")
+
+
 class Policy(Protocol):
     """Answers the guards of a table, given the event that fired."""
 
@@ -655,6 +671,8 @@ class Statechart(Generic[N, T]):
         rules = self.table.cells[(self.node, trigger)]
         first = rules[0]
         if first.outcome is not Outcome.MOVE:
+            if FIRE_OBSERVERS:
+                _observe(self.table, self.node, trigger, first)
             if first.outcome is Outcome.IGNORE and self._on_count is not None:
                 self._on_count(f"ignored.{trigger}")
             elif first.outcome is Outcome.MALFORMED:
@@ -670,6 +688,8 @@ class Statechart(Generic[N, T]):
         for rule in rules:
             if rule.guard is not None and not self._policy.check(rule.guard, event):
                 continue
+            if FIRE_OBSERVERS:
+                _observe(self.table, self.node, trigger, rule)
             self._pending = (reason, generation, trigger)
             self._move_of[id(rule)]()
             return Fired(rule, self._last)
