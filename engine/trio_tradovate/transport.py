@@ -78,6 +78,10 @@ class TcpConnector:
 
 #: How long :meth:`Link.aclose` waits for the server's answer to our close frame.
 CLOSE_TIMEOUT: Final = 1.0
+
+#: The longest a frame's write may take once begun (seconds): it is not cut by cancellation
+#: before that (see ``SansIOWebSocketLink._flush``).
+SEND_TIMEOUT: Final = 1.0
 #: The close frame :meth:`Link.aclose` sends.
 CLOSE_CODE: Final = 1000
 CLOSE_REASON: Final = "Client initiated disconnect."
@@ -411,15 +415,25 @@ class SansIOWebSocketLink:
             chunks = self._ws.data_to_send()
             if not chunks or self._output_broken:
                 return
-            try:
-                for chunk in _coalesce(chunks):
-                    if chunk:
-                        await self._stream.send_all(chunk)
-                    elif isinstance(self._stream, trio.abc.HalfCloseableStream):
-                        await self._stream.send_eof()
-            except BaseException:
+            # Frames taken from the protocol are written whole: a cancellation (the engine
+            # closing while a heartbeat goes out) waits for the write, within SEND_TIMEOUT,
+            # rather than cut it, which would break the output and cost the close handshake.
+            # Only a write that cannot finish in that time (a peer that stopped reading) is
+            # cut, and then nothing more is sent.
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + SEND_TIMEOUT
+                try:
+                    for chunk in _coalesce(chunks):
+                        if chunk:
+                            await self._stream.send_all(chunk)
+                        elif isinstance(self._stream, trio.abc.HalfCloseableStream):
+                            await self._stream.send_eof()
+                except BaseException:
+                    self._output_broken = True
+                    raise
+            if scope.cancelled_caught:
                 self._output_broken = True
-                raise
+                raise trio.BrokenResourceError(f"a write took more than {SEND_TIMEOUT:g} s")
 
 
 def _message(opcode: Opcode, data: bytes) -> str | bytes:

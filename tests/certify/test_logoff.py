@@ -1,15 +1,15 @@
 """Log-off (a Stage 2 item): leaving ``open_engine`` closes the websocket with a handshake.
 
 The certification's ``login`` scenario judges it at an instant between two heartbeats. This
-file pins down the case it steps around, found by that scenario: leaving at the very instant
-a heartbeat is being sent. In virtual time that instant is exact, so the collision is certain;
-on the real clock the window is as long as a heartbeat's write, which is short on a healthy
-network and long on a congested one.
+file pins down the case that scenario found: leaving at the very instant a heartbeat is being
+sent (a cancelled write used to mark the output broken, and the close frame was skipped; a
+frame's write is now finished before the cancellation takes effect). In virtual time that
+instant is exact, so the collision is certain; on the real clock the window is as long as a
+heartbeat's write, which is short on a healthy network and long on a congested one.
 """
 
 from __future__ import annotations
 
-import pytest
 import trio
 
 from trio_tradovate import State, open_engine
@@ -41,12 +41,6 @@ async def test_leaving_between_heartbeats_closes_with_a_handshake(
         assert took == 0.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine (supervisor/transport, not this package): leaving open_engine while a "
-    "heartbeat is being sent skips the close handshake and waits the whole 1 s close bound; "
-    "reported for the hot-path rewrite",
-)
 async def test_leaving_at_a_heartbeat_instant_closes_with_a_handshake(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
