@@ -212,25 +212,22 @@ class ChangeFeed:
         else:
             popleft = ready.popleft
             batch = [new(EntityChange, popleft()) for _ in range(limit)]
-        deferred = self._deferred
-        if deferred and len(batch) < limit:
+        if len(batch) < limit and (self._deferred or self._waiting):
+            # then snapshot diffs, then what waits coalesced, each admitted as it is taken
             admit = self._admit
-            take_deferred = deferred.popleft
             append = batch.append
-            while deferred and len(batch) < limit:
-                admitted = admit(take_deferred())
-                if admitted is not None:
-                    append(new(EntityChange, admitted))
-        waiting = self._waiting
-        if waiting and len(batch) < limit:
-            admit = self._admit
-            take = waiting.popitem
-            append = batch.append
-            while waiting and len(batch) < limit:
-                admitted = admit(take(last=False)[1])
-                if admitted is not None:
-                    append(new(EntityChange, admitted))
+            for line, take in (
+                (self._deferred, self._deferred.popleft),
+                (self._waiting, self._take_waiting),
+            ):
+                while line and len(batch) < limit:
+                    admitted = admit(take())
+                    if admitted is not None:
+                        append(new(EntityChange, admitted))
         return batch
+
+    def _take_waiting(self) -> ChangeRecord:
+        return self._waiting.popitem(last=False)[1]
 
     def _admit(self, record: ChangeRecord) -> ChangeRecord | None:
         """``record`` relative to what the consumer holds, or ``None`` when it changes nothing

@@ -32,7 +32,7 @@ from functools import partial
 import trio
 import trio.testing
 
-from .transport import Connector
+from .transport import Connector, start_tls
 
 __all__ = [
     "FaultProxy",
@@ -275,11 +275,4 @@ class ProxyConnector:
         stream = await trio.open_tcp_stream(self._proxy.host, self._proxy.port)
         if not tls:
             return stream
-        context = self._ssl_context or ssl.create_default_context()
-        secure = trio.SSLStream(stream, context, server_hostname=host, https_compatible=True)
-        try:
-            await secure.do_handshake()
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
-        return secure
+        return await start_tls(stream, host, self._ssl_context)

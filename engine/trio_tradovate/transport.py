@@ -66,14 +66,24 @@ class TcpConnector:
         stream = await trio.open_tcp_stream(host, port)
         if not tls:
             return stream
-        context = self._ssl_context or ssl.create_default_context()
-        secure = trio.SSLStream(stream, context, server_hostname=host, https_compatible=True)
-        try:
-            await secure.do_handshake()
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
-        return secure
+        return await start_tls(stream, host, self._ssl_context)
+
+
+async def start_tls(
+    stream: trio.abc.Stream, host: str, context: ssl.SSLContext | None = None
+) -> trio.SSLStream[trio.abc.Stream]:
+    """TLS for ``host`` over ``stream``, the handshake done now (``stream`` is closed if it
+    fails): a certificate or protocol failure is raised as ``ssl.SSLError`` while connecting,
+    not as a vaguer error at the first write."""
+    secure = trio.SSLStream(
+        stream, context or ssl.create_default_context(), server_hostname=host, https_compatible=True
+    )
+    try:
+        await secure.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return secure
 
 
 #: How long :meth:`Link.aclose` waits for the server's answer to our close frame.
