@@ -380,9 +380,9 @@ class SansIOWebSocketLink:
                 continue
             opcode = event.opcode
             if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-                # bytes(x) is x itself for the bytes the parser produces: no copy.
+                # the parser produces bytes: used as they are (no copy, no call)
                 if event.fin:
-                    data = bytes(event.data)
+                    data = event.data if type(event.data) is bytes else bytes(event.data)
                     if opcode is Opcode.TEXT:  # the common case, written out
                         try:
                             ready.append(data.decode())
@@ -418,8 +418,8 @@ class SansIOWebSocketLink:
         """Write everything the protocol queued, under the send lock, in order.
 
         ``b""`` in the queue (``SEND_EOF``) asks for a half-close: done on a stream that
-        supports it, otherwise left to the owner's close. A failure or a cancellation mid-write
-        marks the output broken (a partial frame may be on the wire) and propagates.
+        supports it, otherwise left to the owner's close. A write that fails or cannot finish
+        marks the output broken (a partial frame may be on the wire) and raises.
         """
         async with self._send_lock:
             chunks = self._ws.data_to_send()
