@@ -42,8 +42,8 @@ import orjson
 from .errors import ConfigError
 from .store import ChangeRecord, EntityChange, EntityKey
 
-_new_tuple = tuple.__new__
-#: ``EntityChange`` from a record, for ``map`` (no Python-level call per change).
+#: ``EntityChange`` from a record (``tuple.__new__``, not the named tuple's Python-level
+#: ``__new__``: no Python call per change, and usable by ``map``).
 _as_change = partial(tuple.__new__, EntityChange)
 #: The consumer holds nothing of this type: read, never written.
 _NONE: dict[int, Mapping[str, Any]] = {}
@@ -204,14 +204,13 @@ class ChangeFeed:
     def pop_many(self, limit: int) -> list[EntityChange]:
         """Up to ``limit`` changes, oldest first (what :meth:`pop` would give one by one)."""
         ready = self._ready
-        new = _new_tuple
         if len(ready) <= limit:
             # the common case: one pass over the records
             batch = list(map(_as_change, ready))
             ready.clear()
         else:
             popleft = ready.popleft
-            batch = [new(EntityChange, popleft()) for _ in range(limit)]
+            batch = [_as_change(popleft()) for _ in range(limit)]
         if len(batch) < limit and (self._deferred or self._waiting):
             # then snapshot diffs, then what waits coalesced, each admitted as it is taken
             admit = self._admit
@@ -223,7 +222,7 @@ class ChangeFeed:
                 while line and len(batch) < limit:
                     admitted = admit(take())
                     if admitted is not None:
-                        append(new(EntityChange, admitted))
+                        append(_as_change(admitted))
         return batch
 
     def _take_waiting(self) -> ChangeRecord:

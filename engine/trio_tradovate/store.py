@@ -100,16 +100,10 @@ def recovered(record: ChangeRecord) -> ChangeRecord:
 
 
 def _read_only_entity(change: EntityChange) -> Mapping[str, Any]:
-    """``EntityChange.entity``: a read-only view of the stored dict. The tuple holds the dict
-    itself (so a change in flight is a tuple of untracked objects, which the collector stops
-    tracking after one pass); the view is made when asked for, and dies with its reader."""
-    return MappingProxyType(entity_of(change))
-
-
-def entity_of(change: ChangeRecord) -> dict[str, Any]:
-    """The stored dict behind ``change.entity``, for the library's own identity and equality
-    checks (the feed's record of what the consumer holds). Never handed to applications."""
-    return cast("dict[str, Any]", change[3])  # the tuple's item, not the property
+    """``EntityChange.entity``: a read-only view of the stored dict, made when asked for. The
+    tuple holds the dict itself, as the record it was made from did (a wrapper made per change
+    would be one more object the collector tracks while the change waits)."""
+    return MappingProxyType(cast("dict[str, Any]", change[3]))  # the item, not this property
 
 
 # The field's accessor, replaced by one that hands out read-only views (see above).
