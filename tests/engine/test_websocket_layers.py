@@ -46,6 +46,7 @@ from trio_tradovate.errors import ClosedByServer, ConnectionRefused, HandshakeRe
 from trio_tradovate.transport import (
     CLOSE_TIMEOUT,
     LINK_CLASSES,
+    SEND_TIMEOUT,
     SansIOWebSocketLink,
     WebSocketLink,
     link_class,
@@ -131,10 +132,14 @@ class Peer:
 
 
 async def open_link(
-    peer_script: Callable[[Peer], Awaitable[None]], *, max_message_size: int = 1 << 20
+    peer_script: Callable[[Peer], Awaitable[None]],
+    *,
+    max_message_size: int = 1 << 20,
+    streams: tuple[trio.abc.Stream, trio.abc.Stream] | None = None,
 ) -> tuple[SansIOWebSocketLink, Peer]:
-    """Open the sans-I/O link against a peer that runs ``peer_script`` (the handshake)."""
-    client, server = trio.testing.memory_stream_pair()
+    """Open the sans-I/O link against a peer that runs ``peer_script`` (the handshake), over
+    ``streams`` (client, server) when given."""
+    client, server = streams or trio.testing.memory_stream_pair()
     peer = Peer(server)
     failure: Exception | None = None
     async with trio.open_nursery() as nursery:
@@ -354,6 +359,59 @@ async def test_close_handshake_ends_at_the_servers_answer(
         started = trio.current_time()
         await link.aclose()
         assert trio.current_time() - started == pytest.approx(0.1)
+
+
+async def _slow_link(delay: list[float]) -> tuple[SansIOWebSocketLink, Peer]:
+    """A link whose every write takes ``delay[0]`` seconds to return (its bytes are on their
+    way at once; a write that never returns is a peer that stopped reading)."""
+    client, server = trio.testing.memory_stream_pair()
+    link, peer = await open_link(Peer.accept, streams=(client, server))
+    pump = client.send_stream.send_all_hook
+    assert pump is not None
+
+    async def slow() -> None:
+        await pump()
+        await trio.sleep(delay[0])
+
+    client.send_stream.send_all_hook = slow
+    return link, peer
+
+
+async def test_a_write_under_way_is_finished_not_cut_by_a_cancellation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The engine leaving while a heartbeat goes out: the write finishes (within
+    SEND_TIMEOUT), the output stays whole, and the close handshake still happens."""
+    delay = [SEND_TIMEOUT / 2]
+    link, peer = await _slow_link(delay)
+    with trio.move_on_after(SEND_TIMEOUT / 10):
+        await link.send("[]")
+    assert trio.current_time() == pytest.approx(SEND_TIMEOUT / 2)  # waited for the write
+    assert await peer.next_text() == "[]"
+    delay[0] = 0.0
+    await link.aclose()
+    close = await peer.next_event()
+    assert isinstance(close, CloseConnection)
+
+
+async def test_a_write_that_cannot_finish_breaks_the_output_after_send_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A peer that stopped reading: the write is cut at SEND_TIMEOUT, send returns (the next
+    read says how the connection ended), and nothing more is written, not even a close."""
+    delay = [float("inf")]
+    link, peer = await _slow_link(delay)
+    started = trio.current_time()
+    await link.send("first")
+    assert trio.current_time() - started == pytest.approx(SEND_TIMEOUT)
+    delay[0] = 0.0
+    await link.send("second")
+    await link.aclose()  # nothing may follow half a frame: no close frame either
+    assert trio.current_time() - started == pytest.approx(SEND_TIMEOUT)
+    assert await peer.next_text() == "first"  # (in memory its bytes all arrived)
+    with trio.move_on_after(5):
+        await peer.next_event()
+        pytest.fail("something was written after the write that could not finish")
 
 
 async def test_concurrent_senders_never_interleave_frames(
