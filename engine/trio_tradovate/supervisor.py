@@ -434,14 +434,14 @@ class SocketSupervisor:
         action sends, if any (made now, so the session knows its id before the next message
         is read; the caller sends it)."""
         chart = self._chart
-        rule = chart.table.cells[(chart.node, event.trigger)][0]
-        if rule.outcome is Outcome.HANDLE:  # the hot path: no record, no reason text
-            action = rule.action
-        else:
-            fired = self._fire(event.trigger, _reason(event), event)
-            action = fired.action
-            if fired.record is not None:
-                session.entered(chart.node, trio.current_time())
+        # Every event goes through the chart (so its observers see every cell); a `handle`
+        # rule records nothing, so its reason text is not built. Props come a run per read,
+        # so this is once per read on the hot path, not once per event.
+        handled = chart.outcome_of(event.trigger) is Outcome.HANDLE
+        fired = self._fire(event.trigger, "" if handled else _reason(event), event)
+        action = fired.action
+        if fired.record is not None:
+            session.entered(chart.node, trio.current_time())
         if action is None:
             if isinstance(event, Unrequested):
                 logger.warning("%s (id %d) ignored", event.why, event.response.request_id)

@@ -6,16 +6,15 @@ is a :data:`~trio_tradovate.statechart.FIRE_OBSERVERS` observer that counts them
 certification run (per scenario and overall) or for the whole test suite
 (``pytest -p trio_tradovate.certify.pytest_plugin --transition-coverage=FILE``).
 
-One limit, said in every matrix: the supervisor dispatches the connection table's ``handle``
-cells (``props`` while live, ``h``, answers, split parts) on its hot path without calling
-``Statechart.fire``, so no observer of ``fire`` sees them. They are shown as ``hot path``
-with the engine counters that prove traffic of that kind passed, never as exercised cells.
+Every event a socket's session produces goes through ``Statechart.fire``, the hot path's
+``handle`` cells included (a read's ``props`` events fire once, as one run), so every cell is
+observable.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,13 +28,6 @@ from ..statechart import (
 )
 
 TABLES: tuple[Table[Any, Any], ...] = (CONNECTION_TABLE, PENALTY_TABLE)
-#: Engine counters that show hot-path ``handle`` cells carried traffic.
-HOT_PATH_COUNTERS = ("props_events", "server_heartbeats", "late_sync_parts", "late_replies")
-
-
-def hot_path(table: Table[Any, Any], node: Any, trigger: Any) -> bool:
-    """Whether a cell is dispatched without ``fire`` (the connection table's ``handle``)."""
-    return table is CONNECTION_TABLE and table.cells[(node, trigger)][0].outcome is Outcome.HANDLE
 
 
 def _value(member: Any) -> str:
@@ -86,12 +78,11 @@ class Coverage:
     # ----------------------------------------------------------------------------- figures
 
     def summary(self) -> dict[str, Any]:
-        """Exercised / declared counts per table (hot-path cells counted apart)."""
+        """Exercised / declared counts per table."""
         out: dict[str, Any] = {}
         for table in TABLES:
-            observable = [(n, t) for (n, t) in table.cells if not hot_path(table, n, t)]
             hit = [
-                (n, t) for (n, t) in observable if self.cells[(table.name, _value(n), str(t))] > 0
+                (n, t) for (n, t) in table.cells if self.cells[(table.name, _value(n), str(t))] > 0
             ]
             edges = [
                 (index, source)
@@ -102,8 +93,6 @@ class Coverage:
             edges_hit = [(i, s) for (i, s) in edges if self.moves[(table.name, i, _value(s))] > 0]
             out[table.name] = {
                 "cells_declared": len(table.cells),
-                "cells_hot_path": len(table.cells) - len(observable),
-                "cells_observable": len(observable),
                 "cells_exercised": len(hit),
                 "moves_declared": len(edges),
                 "moves_exercised": len(edges_hit),
@@ -142,8 +131,8 @@ class Coverage:
             ],
         }
 
-    def markdown(self, counters: Mapping[str, int] | None = None) -> list[str]:
-        """The matrices: every cell of every table, marked exercised, never, or hot path."""
+    def markdown(self) -> list[str]:
+        """The matrices: every cell of every table, marked exercised or never."""
         lines: list[str] = []
         summary = self.summary()
         for table in TABLES:
@@ -152,14 +141,12 @@ class Coverage:
                 f"### Table `{table.name}`",
                 "",
                 f"- (node, trigger) cells: {figures['cells_exercised']} of "
-                f"{figures['cells_observable']} observable cells exercised "
-                f"({figures['cells_declared']} declared, {figures['cells_hot_path']} on the hot "
-                "path)",
+                f"{figures['cells_declared']} declared cells exercised",
                 f"- declared moves (row x source node): {figures['moves_exercised']} of "
                 f"{figures['moves_declared']} exercised",
                 "",
-                "Cell legend: `outcome` then `xN` (fired N times), `never` (declared, not reached),"
-                " `hot` (handle cell dispatched without `fire`, not observable).",
+                "Cell legend: `outcome` then `xN` (fired N times), `never` (declared, not "
+                "reached).",
                 "",
                 "| trigger | " + " | ".join(f"`{_value(n)}`" for n in table.nodes) + " |",
                 "|---|" + "---|" * len(table.nodes),
@@ -169,9 +156,6 @@ class Coverage:
                 for node in table.nodes:
                     rule = table.cells[(node, trigger)][0]
                     kind = "move" if rule.outcome is Outcome.MOVE else rule.outcome.value
-                    if hot_path(table, node, trigger):
-                        row.append(f"{kind} hot")
-                        continue
                     count = self.cells[(table.name, _value(node), str(trigger))]
                     row.append(f"{kind} **x{count}**" if count else f"{kind} never")
                 lines.append(f"| `{trigger}` | " + " | ".join(row) + " |")
@@ -201,13 +185,6 @@ class Coverage:
                 "| module | table | node | trigger |",
                 "|---|---|---|---|",
                 *[f"| `{label}` | {t} | `{n}` | `{g}` |" for label, (t, n, g) in single],
-                "",
-            ]
-        if counters is not None:
-            shown = ", ".join(f"`{name}` {counters.get(name, 0)}" for name in HOT_PATH_COUNTERS)
-            lines += [
-                "Hot-path cells are not observed per cell; the engine counters over the run show"
-                f" their traffic: {shown}.",
                 "",
             ]
         return lines

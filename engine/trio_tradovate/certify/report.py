@@ -304,17 +304,13 @@ def _result_md(result: Result) -> list[str]:
 
 
 def _coverage_md(report: Report) -> list[str]:
-    counters: dict[str, int] = {}
-    for run in report.runs:
-        for name, value in run.counters.items():
-            counters[name] = counters.get(name, 0) + value
     lines = [
         "Which declared transitions and which (node, trigger) cells this run exercised.",
         "Counts per scenario follow the matrices; the same matrix for the whole test suite: "
         "`make coverage-matrix` (which also lists the cells only one test module reaches).",
         "",
     ]
-    lines += report.coverage.markdown(counters)
+    lines += report.coverage.markdown()
     lines += ["Per scenario (cells exercised, moves exercised):", ""]
     for run in report.runs:
         summary = run.coverage.summary()["connection"]
