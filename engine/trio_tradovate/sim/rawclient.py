@@ -8,6 +8,7 @@ import it; it has no retry, reconnection or state logic on purpose.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -114,11 +115,14 @@ REPLAY_HOST = "replay.tradovateapi.com"
 
 
 @asynccontextmanager
-async def open_raw(sim: Simulator, host: str = USER_HOST) -> AsyncIterator[RawClient]:
+async def open_raw(
+    sim: Simulator, host: str = USER_HOST, *, heartbeat: float | None = None
+) -> AsyncIterator[RawClient]:
     """One in-memory websocket to ``sim``; the ``o`` frame is consumed and checked.
 
     ``host`` picks the socket: :data:`USER_HOST` (default), :data:`MD_HOST` (market data)
-    or :data:`REPLAY_HOST`."""
+    or :data:`REPLAY_HOST`. With ``heartbeat`` the client sends ``[]`` every that many
+    seconds (§5), so the server's client-silence timeout never closes a long test."""
     stream = await sim.connector()(host, 443, tls=True)
     async with trio.open_nursery() as nursery:
         # trio-websocket annotates SocketStream/SSLStream but works over any trio Stream
@@ -129,12 +133,21 @@ async def open_raw(sim: Simulator, host: str = USER_HOST) -> AsyncIterator[RawCl
         client = RawClient(ws)
         try:
             assert await client.recv() == "o"
+            if heartbeat is not None:
+                nursery.start_soon(_beat, ws, heartbeat)
             yield client
         finally:
             with trio.move_on_after(2):
                 await ws.aclose()
             await stream.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def _beat(ws: WebSocketConnection, interval: float) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await trio.sleep(interval)
+            await ws.send_message("[]")
 
 
 @asynccontextmanager
