@@ -586,10 +586,9 @@ class SimSession:
         if self.closing or self.core.stalled:
             return math.inf
         cfg = self.core.config
-        deadlines = [
-            self._last_sent + cfg.heartbeat_interval,
-            self._last_received + cfg.client_heartbeat_timeout,
-        ]
+        deadlines = [self._last_received + cfg.client_heartbeat_timeout]
+        if not self._silenced():
+            deadlines.append(self._last_sent + cfg.heartbeat_interval)
         if not self.authorized:
             deadlines.append(self.audit.opened_at + cfg.auth_timeout)
         return min(deadlines)
