@@ -55,6 +55,7 @@ from ._feed import FeedFaults, MdFeed
 from ._inject import malformed_frame
 from ._limits import Decision, RequestGate
 from ._market import Instrument, Market
+from ._replay import REPLAY_ENDPOINTS, ReplayClock, ReplayError, handle_replay
 from ._world import COLLECTIONS, OrderRejected, Props, WallClock, World
 
 __all__ = ["CloseSocket", "SendFrame", "SimCore", "SimSession"]
@@ -232,7 +233,10 @@ class SimCore:
     def market_active(self) -> bool:
         """Whether any live socket has a market-data subscription (the market task idles
         otherwise)."""
-        return any(s.feed is not None and s.feed.active() for s in self.sessions)
+        return any(
+            s.feed is not None and (s.feed.active() or s.replay_clock is not None)
+            for s in self.sessions
+        )
 
     def live_subscriptions(self) -> dict[int, frozenset[tuple[str, str]]]:
         return {
@@ -561,6 +565,8 @@ class SimSession:
         self._sent_props: deque[dict[str, Any]] = deque(maxlen=_REPLAY_MEMORY)
         #: Market-data subscriptions (md and replay sockets only).
         self.feed: MdFeed | None = None
+        #: The replay clock, once ``replay/initializeClock`` started it (replay sockets).
+        self.replay_clock: ReplayClock | None = None
         if audit.role != "user":
             self.feed = MdFeed(
                 core.market,
@@ -613,7 +619,10 @@ class SimSession:
     # -- market data ----------------------------------------------------------------------
 
     def market_wall(self, now: float) -> float:
-        """This socket's market time (the simulated wall clock; replay sockets differ)."""
+        """This socket's market time: the replay clock's on a replay socket, else the
+        simulated wall clock."""
+        if self.replay_clock is not None:
+            return self.replay_clock.wall(now)
         return self.core.wall(now)
 
     def market_tick(self, now: float) -> None:
@@ -622,6 +631,8 @@ class SimSession:
         if feed is None or self.closing or not self.authorized:
             return
         events = feed.advance(self.market_wall(now))
+        if self.replay_clock is not None:
+            events.append(self.replay_clock.event(now))
         if events and not self._silenced():
             self.send_messages(events, now)
 
@@ -630,6 +641,9 @@ class SimSession:
         request starts (the current value, or chart history up to ``eoh``)."""
         feed = self.feed
         assert feed is not None
+        if self.audit.role == "replay" and self.replay_clock is None:
+            self._reply(request_id, 400, now, "Initialize the replay clock first")
+            return
         self.market_tick(now)
         status, data, events = feed.handle(lower, request_id, body, self.market_wall(now), now)
         self._reply(request_id, status, now, _MISSING if data is None else data)
@@ -809,6 +823,9 @@ class SimSession:
         if self.feed is not None and lower.startswith("md/"):
             self._md(lower, request_id, body, now)
             return
+        if self.audit.role == "replay" and lower.startswith("replay/"):
+            self._replay(lower, request_id, body, now)
+            return
         if self.audit.role == "md":
             # The market-data socket serves md/* only (§1: its own host).
             self._reply(request_id, 404, now, f"Not found: {endpoint}")
@@ -821,6 +838,37 @@ class SimSession:
         )
         self._reply(request_id, status, now, data)
         self.core.broadcast(batches, now)
+
+    def _replay(self, lower: str, request_id: int, body: str, now: float) -> None:
+        """``replay/*`` on a replay socket (see ``_replay``)."""
+        if lower not in REPLAY_ENDPOINTS:
+            self._reply(request_id, 404, now, f"Not found: {lower}")
+            return
+        before = self.replay_clock
+        try:
+            data, clock = handle_replay(
+                lower,
+                _json_object(body),
+                before,
+                history=(self.core.market.origin, self.core.wall(now)),
+                now=now,
+            )
+        except (_BadRequest, ReplayError) as exc:
+            self._reply(request_id, 400, now, str(exc))
+            return
+        if clock is not before and self.feed is not None:
+            self.feed.reset()  # a new replay starts a new market time line
+        self.replay_clock = clock
+        self._reply(request_id, 200, now, data)
+        if clock is not None and lower != "replay/checkreplaysession":
+            self.send_messages([clock.event(now)], now)
+
+    def throttle_replay(self, now: float) -> None:
+        """Stop this socket's replay clock (speed 0, "throttled") and say so in a ``clock``."""
+        if self.replay_clock is None or self.closing:
+            return
+        self.replay_clock.change_speed(0.0, now)
+        self.send_messages([self.replay_clock.event(now)], now)
 
     def _authorize(self, request_id: int, body: str, now: float) -> None:
         if self.core.ignore_authorize:

@@ -56,6 +56,7 @@ FAULT_KINDS: Final[Mapping[str, str]] = MappingProxyType(
         "chart_gap": "discard the next realtime ticks of every tick chart; count (int, required)",
         "silence_market": "md and replay sockets send nothing, not even h; on (bool, true)",
         "quiet_market": "no market updates (idle md sockets send h); on (bool, true)",
+        "throttle_replay": "every replay clock stops (clock event with s 0) until changeSpeed",
     }
 )
 
@@ -104,7 +105,7 @@ _NUMBER: Final = (int, float)
 def _apply(sim: Simulator, kind: str, p: _Params) -> Callable[[], Awaitable[None]] | None:
     """Validate the parameters, then apply the fault or return the awaitable action that
     applies it (``None`` when already applied)."""
-    if kind in ("stall", "unstall", "expire_tokens", "unfreeze_subscriptions"):
+    if kind in ("stall", "unstall", "expire_tokens", "unfreeze_subscriptions", "throttle_replay"):
         p.done()  # parameterless kinds
     if kind == "drop":
         role = p.take("role", (str, type(None)), None)
@@ -198,6 +199,7 @@ _MARKET_KINDS: Final = frozenset(
     {
         "freeze_subscription",
         "unfreeze_subscriptions",
+        "throttle_replay",
         "conflate_market",
         "chart_gap",
         "silence_market",
@@ -217,6 +219,8 @@ def _market_fault(sim: Simulator, kind: str, p: _Params) -> None:
             sim.freeze_subscription(symbol, md_kind, until_resubscribed=until)
         elif kind == "unfreeze_subscriptions":
             sim.unfreeze_subscriptions()
+        elif kind == "throttle_replay":
+            sim.throttle_replay()
         elif kind == "conflate_market":
             every = p.take("every", (int, type(None)), ...)
             p.done()

@@ -143,6 +143,15 @@ class MdFeed:
         self.last_step: int | None = None
         self._last_minute: dict[int, int] = {}
 
+    def reset(self) -> None:
+        """Forget every subscription (a replay clock (re)started: a new market time line)."""
+        self.quotes.clear()
+        self.doms.clear()
+        self.histograms.clear()
+        self.charts.clear()
+        self.last_step = None
+        self._last_minute.clear()
+
     def active(self) -> bool:
         return bool(self.quotes or self.doms or self.histograms or self.charts)
 
@@ -290,6 +299,8 @@ class MdFeed:
         self, request: dict[str, Any], wall: float, record: MdRecord
     ) -> tuple[int, Any, list[dict[str, Any]]]:
         instrument = self._instrument(request, record)
+        if self.faults.frozen.get(("chart", instrument.contract_id)):
+            del self.faults.frozen[("chart", instrument.contract_id)]
         kind, minutes = self._description(request.get("chartDescription"))
         window = self._time_range(request.get("timeRange"))
         g_now = self.market.step_at(wall)

@@ -374,6 +374,14 @@ class Simulator:
         self._core.feed_faults.silent = on
         self._kick()
 
+    def throttle_replay(self) -> None:
+        """Every initialized replay clock stops: speed 0, the "throttled" state, announced
+        in a ``clock`` event with ``"s":0``; ``replay/changeSpeed`` restarts it."""
+        self._core.injected["throttle_replay"] += 1
+        for session in self._core.sessions:
+            session.throttle_replay(trio.current_time())
+        self._kick()
+
     def quiet_market(self, on: bool = True) -> None:
         """While on, the market is quiet: no updates, so an idle md socket sends ``h`` (§2)."""
         if on:
