@@ -1,7 +1,10 @@
 """One socket's market-data subscriptions and what they stream (sans-I/O).
 
 A :class:`MdFeed` belongs to a market-data or replay socket. It answers the ``md/*`` requests
-(tradovate-protocol.md §7) and, each time :meth:`MdFeed.advance` is called with the socket's
+(Tradovate's market-data request reference,
+https://partner.tradovate.com/overview/core-concepts/web-sockets/market-data/market-data-request-reference,
+and the chart tutorials EX-10/EX-11 of https://github.com/tradovate/example-api-js) and, each
+time :meth:`MdFeed.advance` is called with the socket's
 market time, returns the ``md`` and ``chart`` events that became due since the last call.
 
 Choices where the reference is silent (documented in ``docs/simulator.md``):
@@ -11,7 +14,8 @@ Choices where the reference is silent (documented in ``docs/simulator.md``):
 * subscribing twice to one contract is idempotent (one stream); unsubscribing something not
   subscribed is a 200 as well (the audit shows it);
 * an unknown symbol is ``s:404`` with ``d`` ``"Unknown symbol: <symbol>"``; a bad body is
-  ``s:400`` with a string ``d`` saying what is wrong (§3: non-2xx ``d`` is a string).
+  ``s:400`` with a string ``d`` saying what is wrong (non-2xx ``d`` is a string, as
+  everywhere on Tradovate's websocket).
 """
 
 from __future__ import annotations
@@ -241,7 +245,7 @@ class MdFeed:
         if not isinstance(sub_id, int) or isinstance(sub_id, bool):
             raise MdRequestError(400, "subscriptionId must be an integer")
         record.symbol = sub_id
-        # §13.11: the realtime id is the documented one; a historical id is accepted too
+        # The partner reference and EX-10 cancel by realtimeId; a historical id is accepted too
         # (one sample client sends it).
         for key, chart in list(self.charts.items()):
             if sub_id in (chart.realtime_id, chart.historical_id):

@@ -276,7 +276,7 @@ class Market:
     # -- lookup ---------------------------------------------------------------------------
 
     def resolve(self, symbol: object) -> Instrument | None:
-        """A contract by name (case-insensitive) or id (§7: ``{"symbol": "ESM7" | 123456}``)."""
+        """A contract by name (case-insensitive) or id (``{"symbol": "ESM7" | 123456}``)."""
         if isinstance(symbol, bool):
             return None
         if isinstance(symbol, int):
@@ -330,7 +330,7 @@ class Market:
     # -- wire values ----------------------------------------------------------------------
 
     def quote(self, contract_id: int, g: int) -> dict[str, Any]:
-        """§7 quote after step ``g``: every documented entry kind except ``EmptyBook`` (the
+        """The quote after step ``g``: every documented entry kind except ``EmptyBook`` (the
         simulated book is never empty)."""
         proc = self.process(contract_id)
         ts = proc.instrument.tick_size
@@ -358,7 +358,7 @@ class Market:
         }
 
     def dom(self, contract_id: int, g: int) -> dict[str, Any]:
-        """§7 DOM after step ``g``: ten levels a side, best first."""
+        """The DOM after step ``g``: ten levels a side, best first."""
         proc = self.process(contract_id)
         ts = proc.instrument.tick_size
         step = proc.step(g)
@@ -376,7 +376,7 @@ class Market:
         }
 
     def histogram(self, contract_id: int, g: int) -> dict[str, Any]:
-        """§7 histogram of the trade date, over its *completed* minutes: each minute's volume
+        """The histogram of the trade date, over its *completed* minutes: each minute's volume
         spread evenly over its ``[low, high]`` (the remainder at its close). ``items`` maps
         the offset in ticks from ``base`` (the last trade) to the volume at that price."""
         proc = self.process(contract_id)
