@@ -260,9 +260,11 @@ class Market:
         history_days: int,
         interval: float,
     ) -> None:
-        per_minute = 60 / interval
+        per_minute = 60 / interval if interval > 0 else 0.0
         if abs(per_minute - round(per_minute)) > 1e-9 or round(per_minute) < 40:
             raise ValueError("md_step_interval must divide 60 s into at least 40 steps")
+        if history_days < 0:
+            raise ValueError("md_history_days must be >= 0")
         midnight = epoch.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         self.origin = midnight.timestamp() - history_days * 86_400.0
         self.interval = interval
