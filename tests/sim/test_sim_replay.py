@@ -80,6 +80,7 @@ async def test_market_data_needs_an_initialized_clock(
         await client.authorize(sim.issue_token())
         reply = await client.call("md/subscribeQuote", 1, "", js({"symbol": "ESZ6"}))
         assert reply == {"i": 1, "s": 400, "d": "Initialize the replay clock first"}
+        assert [(r.endpoint, r.status) for r in sim.md_requests] == [("md/subscribequote", 400)]
         speed = await client.call("replay/changeSpeed", 2, "", js({"speed": 5}))
         assert speed["s"] == 400
         for body in (

@@ -642,6 +642,7 @@ class SimSession:
         feed = self.feed
         assert feed is not None
         if self.audit.role == "replay" and self.replay_clock is None:
+            feed.refuse(lower, request_id, body, now, 400)
             self._reply(request_id, 400, now, "Initialize the replay clock first")
             return
         self.market_tick(now)

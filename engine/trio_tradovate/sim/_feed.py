@@ -162,7 +162,7 @@ class MdFeed:
     def live(self) -> frozenset[tuple[str, str]]:
         """``(kind, contract name)`` of every live subscription; charts as ``"chart"``."""
         names = {
-            kind: {self.market.process(c).instrument.name for c in ids}
+            kind: {self.market.instrument(c).name for c in ids}
             for kind, ids in (
                 ("quote", self.quotes),
                 ("dom", self.doms),
@@ -171,8 +171,7 @@ class MdFeed:
         }
         found = {(kind, name) for kind, group in names.items() for name in group}
         found |= {
-            ("chart", self.market.process(c.contract_id).instrument.name)
-            for c in self.charts.values()
+            ("chart", self.market.instrument(c.contract_id).name) for c in self.charts.values()
         }
         return frozenset(found)
 
@@ -183,9 +182,10 @@ class MdFeed:
     ) -> tuple[int, Any, list[dict[str, Any]]]:
         """Answer one ``md/*`` request at market time ``wall``: (status, d, events to send
         right after the answer, in order). ``d`` is ``None`` for a bare ``{"s":200,"i":n}``."""
-        record = MdRecord(now, self.socket, lower, request_id, body)
-        self.records.append(record)
-        self.log.append(record)
+        record = self._record(lower, request_id, body, now)
+        if lower not in MD_ENDPOINTS:
+            record.status = 404
+            return 404, f"Not found: {lower}", []
         try:
             request = _object(body)
             if lower in _SUBSCRIBE:
@@ -199,8 +199,17 @@ class MdFeed:
         except MdRequestError as exc:
             record.status = exc.status
             return exc.status, str(exc), []
-        record.status = 404
-        return 404, f"Not found: {lower}", []
+        raise AssertionError(f"unhandled md endpoint {lower}")  # MD_ENDPOINTS is exhaustive
+
+    def refuse(self, lower: str, request_id: int, body: str, now: float, status: int) -> None:
+        """Audit a request the socket refused before the feed could handle it."""
+        self._record(lower, request_id, body, now).status = status
+
+    def _record(self, lower: str, request_id: int, body: str, now: float) -> MdRecord:
+        record = MdRecord(now, self.socket, lower, request_id, body)
+        self.records.append(record)
+        self.log.append(record)
+        return record
 
     def _instrument(self, request: dict[str, Any], record: MdRecord) -> Instrument:
         if "symbol" not in request:

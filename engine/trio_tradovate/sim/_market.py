@@ -290,6 +290,9 @@ class Market:
             return found
         return None
 
+    def instrument(self, contract_id: int) -> Instrument:
+        return self._instruments[contract_id]
+
     def process(self, contract_id: int) -> PriceProcess:
         found = self._processes.get(contract_id)
         if found is None:
