@@ -155,23 +155,78 @@ async def test_conflated_quotes_skip_intermediate_steps_but_ticks_do_not(
         assert len(quotes_in(await read_for(md, 5))) >= 4
 
 
-async def test_chart_gap_skips_tick_ids_once(autojump_clock: trio.testing.MockClock) -> None:
+def tick_chart(symbol: str, count: int) -> str:
+    return orjson.dumps(
+        {
+            "symbol": symbol,
+            "chartDescription": {"underlyingType": "Tick", "elementSize": 1},
+            "timeRange": {"asMuchAsElements": count},
+        }
+    ).decode()
+
+
+def gaps(ids: list[int]) -> list[int]:
+    return [b - a for a, b in itertools.pairwise(ids) if b - a != 1]
+
+
+async def test_chart_gap_skips_tick_ids_once_on_every_chart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        open_simulator(QUIET) as sim,
+        open_raw(sim, MD_HOST, heartbeat=2.5) as one,
+        open_raw(sim, MD_HOST, heartbeat=2.5) as two,
+    ):
+        for client, symbol in ((one, "NQZ6"), (two, "ESZ6")):
+            await client.authorize(sim.issue_token())
+            await client.call("md/getChart", 1, "", tick_chart(symbol, 3))
+        before: dict[int, list[int]] = {0: [], 1: []}
+        after: dict[int, list[int]] = {0: [], 1: []}
+        async with trio.open_nursery() as nursery:
+            for index, client in enumerate((one, two)):
+                nursery.start_soon(collect, client, 3, before[index])
+        await apply_fault(sim, {"kind": "chart_gap", "count": 3})
+        async with trio.open_nursery() as nursery:
+            for index, client in enumerate((one, two)):
+                nursery.start_soon(collect, client, 10, after[index])
+        for index in (0, 1):
+            # three ids never sent, then consecutive again
+            assert gaps(before[index] + after[index]) == [4]
+
+
+async def collect(client: RawClient, seconds: float, into: list[int]) -> None:
+    into.extend(ticks_in(await read_for(client, seconds)))
+
+
+async def test_chart_gap_over_whole_bars_jumps_bar_timestamps(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with open_simulator(QUIET) as sim, open_raw(sim, MD_HOST, heartbeat=2.5) as md:
         await md.authorize(sim.issue_token())
         body = orjson.dumps(
             {
-                "symbol": "NQZ6",
-                "chartDescription": {"underlyingType": "Tick", "elementSize": 1},
-                "timeRange": {"asMuchAsElements": 3},
+                "symbol": "ESZ6",
+                "chartDescription": {"underlyingType": "MinuteBar", "elementSize": 1},
+                "timeRange": {"asMuchAsElements": 2},
             }
         ).decode()
         await md.call("md/getChart", 1, "", body)
-        before = ticks_in(await read_for(md, 3))
-        await apply_fault(sim, {"kind": "chart_gap", "count": 3})
-        after = ticks_in(await read_for(md, 10))
-        ids = before + after
-        gaps = [b - a for a, b in itertools.pairwise(ids) if b - a != 1]
-        assert gaps == [4]  # three ids never sent, then consecutive again
+        await read_for(md, 5)
+        sim.chart_gap(150)  # two and a half minutes of steps
+        await read_for(md, 300)
+        stamps: list[float] = []
+        for frame in md.frames:
+            if frame.startswith("a"):
+                for message in orjson.loads(frame[1:]):
+                    if message.get("e") == "chart":
+                        for packet in message["d"]["charts"]:
+                            for bar in packet.get("bars", []):
+                                moment = datetime.fromisoformat(bar["timestamp"][:-1] + "+00:00")
+                                if not stamps or stamps[-1] != moment.timestamp():
+                                    stamps.append(moment.timestamp())
+        steps = [b - a for a, b in itertools.pairwise(stamps)]
+        assert steps.count(60) >= 2
+        assert [s for s in steps if s != 60] == [120]  # one whole minute never arrived
 
 
 async def test_quiet_market_sends_only_h(autojump_clock: trio.testing.MockClock) -> None:

@@ -53,7 +53,8 @@ FAULT_KINDS: Final[Mapping[str, str]] = MappingProxyType(
         "unfreeze_subscriptions": "end every freeze_subscription",
         "conflate_market": "quote/DOM/histogram updates only every Nth market step; every "
         "(int, required; null = every step)",
-        "chart_gap": "discard the next realtime ticks of every tick chart; count (int, required)",
+        "chart_gap": "every open chart discards its next realtime steps (tick id or bar "
+        "timestamp gaps); count (int, required)",
         "silence_market": "md and replay sockets send nothing, not even h; on (bool, true)",
         "quiet_market": "no market updates (idle md sockets send h); on (bool, true)",
         "throttle_replay": "every replay clock stops (clock event with s 0) until changeSpeed",

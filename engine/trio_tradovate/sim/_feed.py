@@ -75,8 +75,6 @@ class FeedFaults:
     frozen: dict[tuple[str, int], bool] = field(default_factory=dict)
     #: Send quote/DOM/histogram updates only on every Nth step (the rest are discarded).
     conflate_every: int | None = None
-    #: Realtime chart packets still to discard (tick charts: an id gap).
-    chart_gap: int = 0
     #: While set, md feeds send nothing at all and their sockets send no ``h`` either.
     silent: bool = False
     #: While set, the market is quiet: no updates, so the socket sends ``h`` when idle.
@@ -92,6 +90,8 @@ class ChartSub:
     contract_id: int
     kind: str  # "Tick", "MinuteBar" or "DailyBar"
     minutes: int  # bar length in minutes (0 for ticks)
+    #: Realtime steps still to discard (``chart_gap``).
+    gap: int = 0
 
 
 @dataclass(frozen=True)
@@ -490,18 +490,23 @@ class MdFeed:
             "offerVolume": volume - bid_volume,
         }
 
+    def add_gap(self, count: int) -> None:
+        """``chart_gap``: each chart of this feed discards its next ``count`` steps."""
+        for chart in self.charts.values():
+            chart.gap += count
+
     def _realtime(self, chart: ChartSub, first: int, last: int) -> list[dict[str, Any]]:
-        """Realtime packets for steps ``first..last`` (``chart_gap`` discards some)."""
+        """Realtime packets for steps ``first..last``, less the steps a ``chart_gap`` still
+        discards: tick ids a tick chart never sends, or bars that never arrive when whole
+        bars fall in the gap."""
+        skipped = min(chart.gap, last - first + 1)
+        chart.gap -= skipped
+        first += skipped
+        if first > last:
+            return []
         proc = self.market.process(chart.contract_id)
         if chart.kind == "Tick":
-            steps = list(range(first, last + 1))
-            while steps and self.faults.chart_gap > 0:
-                steps.pop(0)
-                self.faults.chart_gap -= 1
-            if not steps:
-                return []
-            kept = range(steps[0], steps[-1] + 1)
-            return [self._tick_packet(proc, chart.realtime_id, "rt", kept)]
+            return [self._tick_packet(proc, chart.realtime_id, "rt", range(first, last + 1))]
         per_bar = chart.minutes * self.market.per_minute
         # Each bar the steps touched, as it stands after its last touched step: a bar that
         # closed in between is sent in its final form before the next one starts.

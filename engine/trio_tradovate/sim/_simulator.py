@@ -358,12 +358,16 @@ class Simulator:
         self._core.feed_faults.conflate_every = every
 
     def chart_gap(self, count: int) -> None:
-        """Discard the next ``count`` realtime ticks of every tick chart (each socket's
-        stream then skips tick ids), as the server does with out-of-date data."""
+        """Every open chart discards its next ``count`` realtime steps, as the server does with
+        out-of-date data: a tick chart skips ``count`` tick ids; a bar chart skips the bars
+        that fall wholly in the gap (``count`` >= the bar length in steps), which shows as a
+        jump in bar timestamps. Charts opened later are not affected."""
         if count < 1:
             raise ValueError("count must be >= 1")
         self._core.injected["chart_gap"] += 1
-        self._core.feed_faults.chart_gap += count
+        for session in self._core.sessions:
+            if session.feed is not None:
+                session.feed.add_gap(count)
 
     def silence_market(self, on: bool = True) -> None:
         """While on, market-data and replay sockets send nothing at all, neither data nor
