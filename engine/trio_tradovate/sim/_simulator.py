@@ -363,6 +363,21 @@ class Simulator:
         self._kick()  # the other sockets send what the request changed
         return True
 
+    def market_price(self, symbol: str) -> float:
+        """The simulated market price of a contract (by name); orders whose price it has
+        reached fill when placed or modified."""
+        contract = self._core.world.find_contract(symbol)
+        if contract is None:
+            raise KeyError(symbol)
+        return self._core.world.price(int(contract["id"]))
+
+    def fill_order(self, order_id: int) -> None:
+        """Fill a working order now, at the market price (the market traded through it):
+        its ``props`` go out as for any fill, and an OSO entry's brackets start working."""
+        now = trio.current_time()
+        self._core.broadcast(self._core.world.fill_order(now, order_id), now)
+        self._kick()
+
     def pause_activity(self) -> None:
         """Stop generating account events (mutations through requests still happen)."""
         self._core.activity_paused = True
