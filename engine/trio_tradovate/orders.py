@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import count
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import trio
 
@@ -435,7 +435,7 @@ class OrderHandle:
         """
         if self.outcome_unknown is not None and not self._orders.can_reconcile:
             raise self.outcome_unknown
-        await self._orders.wait(self._settled, self)
+        await self._orders.wait(self._settled)
         if self._not_placed:
             assert self.cl_ord_id is not None
             raise OrderNotPlaced(self.endpoint, self.cl_ord_id)
@@ -448,7 +448,7 @@ class OrderHandle:
         :data:`NOT_PLACED`)."""
         if self.outcome_unknown is not None and not self._orders.can_reconcile:
             raise self.outcome_unknown
-        await self._orders.wait(lambda: self.is_done, self)
+        await self._orders.wait(lambda: self.is_done)
         return self.status
 
     async def wait_filled(self) -> list[Fill]:
@@ -468,13 +468,13 @@ class OrderHandle:
 
     async def wait_until(self, predicate: Callable[[OrderHandle], bool]) -> None:
         """Wait until ``predicate(self)`` holds (re-checked after every store change)."""
-        await self._orders.wait(lambda: predicate(self), self)
+        await self._orders.wait(lambda: predicate(self))
 
     # -- acting ----------------------------------------------------------------------------------
 
     async def cancel(self, *, timeout: float | None = None) -> CommandResult:  # noqa: ASYNC109
         """Cancel the order (``order/cancelOrder``); see :meth:`Orders.cancel`."""
-        return await self._orders.cancel(await self._known_id("cancel"), timeout=timeout)
+        return await self._orders.cancel(self._known_id("cancel"), timeout=timeout)
 
     async def modify(
         self,
@@ -488,33 +488,37 @@ class OrderHandle:
     ) -> CommandResult:
         """Change the order's terms (``order/modifyOrder``). What is not given is kept from
         the current version (:attr:`versions`); see :meth:`Orders.modify`."""
-        order_id = await self._known_id("modify")
+        order_id = self._known_id("modify")
         current = self.versions[-1] if self.versions else None
-        if current is None and (qty is None or order_type is None):
+        kept_type = current.order_type if current is not None else None
+        new_type = order_type if order_type is not None else kept_type
+        new_qty = qty if qty is not None else (current.order_qty if current is not None else None)
+        if new_type not in _ORDER_TYPES or new_qty is None:
             raise ConfigError(
-                f"order {order_id} has no version in the store yet: give qty and order_type"
+                f"order {order_id} has no usable version in the store: give qty= and order_type="
             )
-        new_type = order_type or (current.order_type if current else None)
-        keep_price = new_type in _NEEDS_PRICE and price is None and current is not None
-        keep_stop = new_type in _NEEDS_STOP and stop_price is None and current is not None
+        if current is not None:  # prices the new type needs and the caller did not give
+            if new_type in _NEEDS_PRICE and price is None:
+                price = current.price
+            if new_type in _NEEDS_STOP and stop_price is None:
+                stop_price = current.stop_price
         return await self._orders.modify(
             order_id,
-            qty=qty if qty is not None else (current.order_qty if current else None),
-            order_type=new_type,  # type: ignore[arg-type]
-            price=current.price if keep_price and current else price,
-            stop_price=current.stop_price if keep_stop and current else stop_price,
+            qty=new_qty,
+            order_type=cast(OrderType, new_type),
+            price=price,
+            stop_price=stop_price,
             time_in_force=time_in_force,
             timeout=timeout,
         )
 
-    async def _known_id(self, what: str) -> int:
+    def _known_id(self, what: str) -> int:
         order_id = self.order_id
         if order_id is None:
             raise ConfigError(
                 f"cannot {what} an order whose id is not known (status {self.status}); "
                 "await wait_placed() first"
             )
-        await trio.lowlevel.checkpoint()
         return order_id
 
     # -- reconciliation ---------------------------------------------------------------------------
@@ -561,7 +565,11 @@ class Orders:
     def on_transition(self, record: TransitionRecord) -> None:
         """A transition was recorded: count syncs (a socket entering ``live`` has just applied
         its snapshot), and wake waiters (the engine may have stopped)."""
-        if record.region == "connection" and record.dest is State.LIVE:
+        if (
+            record.region == "connection"
+            and record.dest is State.LIVE
+            and record.source is not State.LIVE
+        ):
             self._syncs[record.shard] += 1
         self.store_written()
 
@@ -589,7 +597,7 @@ class Orders:
             return False
         return all(self._syncs[shard.index] > marks[shard.index] for shard in self._engine.shards)
 
-    async def wait(self, done: Callable[[], bool], handle: OrderHandle) -> None:
+    async def wait(self, done: Callable[[], bool]) -> None:
         """Wait in the caller's task until ``done()``, re-checked after each store write or
         transition."""
         await trio.lowlevel.checkpoint()

@@ -422,11 +422,11 @@ class SimCore:
             if lower == "order/placeorder":
                 return self._place_order(_json_object(body), now, violations)
             if lower == "order/cancelorder":
-                return self._cancel_order(_json_object(body), now, violations)
+                return self._cancel_order(_json_object(body), now)
             if lower == "order/placeoso":
                 return self._place_oso(_json_object(body), now, violations)
             if lower == "order/modifyorder":
-                return self._modify_order(_json_object(body), now, violations)
+                return self._modify_order(_json_object(body), now)
             if lower == "order/liquidateposition":
                 return self._liquidate(_json_object(body), now, violations)
             entity_name, _, operation = lower.partition("/")
@@ -472,12 +472,14 @@ class SimCore:
             raise _BadRequest(f"{key} must be an integer") from exc
 
     def _cancel_order(
-        self, request: dict[str, Any], now: float, violations: list[str] | None
+        self, request: dict[str, Any], now: float
     ) -> tuple[int, Any, list[list[Props]]]:
         order_id = request.get("orderId")
         if not isinstance(order_id, int):
             raise _BadRequest("orderId is required")
-        automated = _automated(request, violations)
+        # Only requests that create orders are checked for isAutomated (placeOrder, placeOSO,
+        # liquidatePosition): the best-practices page speaks of placing orders.
+        automated = _automated(request, None)
         try:
             batches = self.world.cancel_order(now, order_id, is_automated=automated, command=True)
         except OrderRejected as exc:
@@ -485,13 +487,13 @@ class SimCore:
         return 200, {"commandId": batches[0][0].entity["id"]}, batches
 
     def _modify_order(
-        self, request: dict[str, Any], now: float, violations: list[str] | None
+        self, request: dict[str, Any], now: float
     ) -> tuple[int, Any, list[list[Props]]]:
         order_id = request.get("orderId")
         if not isinstance(order_id, int) or isinstance(order_id, bool):
             raise _BadRequest("orderId is required")
         qty = _quantity(request)
-        terms = _terms(request, _automated(request, violations))
+        terms = _terms(request, _automated(request, None))  # see _cancel_order
         try:
             command_id, batches = self.world.modify_order(now, order_id, qty, terms)
         except OrderRejected as exc:
@@ -612,8 +614,9 @@ def _refusal(exc: OrderRejected) -> dict[str, Any]:
 
 
 def _automated(request: dict[str, Any], violations: list[str] | None) -> bool | None:
-    """``isAutomated`` as sent; an order request without ``true`` is a conformance violation
-    (software-placed orders must send it: P-BP, tradovate-protocol.md §9)."""
+    """``isAutomated`` as sent; placing an order without ``true`` is a conformance violation
+    (software-placed orders must send it:
+    https://partner.tradovate.com/resources/reference/best-practices)."""
     value = request.get("isAutomated")
     if value is not True and violations is not None:
         violations.append("order without isAutomated")
