@@ -32,6 +32,7 @@ The decision is taken from the server's snapshot, not from a guess about timing.
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 from collections import Counter
@@ -58,6 +59,8 @@ from .statechart import State, TransitionRecord
 
 if TYPE_CHECKING:
     from .engine import Engine
+
+logger = logging.getLogger("trio_tradovate.orders")
 
 __all__ = [
     "ACCEPTED",
@@ -529,14 +532,30 @@ class OrderHandle:
         return self._order_id is not None or self._not_placed
 
     def _reconcile(self) -> None:
-        """Settle an unknown outcome from the store, when it can be settled (never raises)."""
-        if self._order_id is not None or self._not_placed or self.outcome_unknown is None:
+        """Settle an unknown outcome from the store, when it can be settled (never raises).
+
+        A handle settled as not placed keeps looking: should the order still show up (the
+        server acted on the request after the snapshot that settled it), the handle follows
+        it, since the account is the truth, and says so in the log.
+        """
+        if self._order_id is not None or self.outcome_unknown is None:
             return
         assert self.cl_ord_id is not None
         found = self._orders.find(self.cl_ord_id)
         if found is not None:
+            if self._not_placed:
+                logger.warning(
+                    "order %d with clOrdId %r appeared after it was settled as not placed",
+                    found,
+                    self.cl_ord_id,
+                )
+                self._not_placed = False
             self._order_id = found
-        elif self._marks is not None and self._orders.resynced_since(self._marks):
+        elif (
+            not self._not_placed
+            and self._marks is not None
+            and self._orders.resynced_since(self._marks)
+        ):
             self._not_placed = True
 
 

@@ -94,6 +94,11 @@ async def test_every_socket_must_sync_again_before_an_order_is_called_not_placed
     assert handle.status == UNKNOWN
     went(orders, 0, State.SYNCING, State.LIVE)
     assert handle.status == NOT_PLACED
+    # The account is the truth: an order that shows up after all is followed.
+    assert handle.cl_ord_id is not None
+    engine.store.apply_updates([command(handle.cl_ord_id, 77)], 2, owner=0)
+    assert handle.order_id == 77
+    assert handle.status == "Accepted"  # the store holds its command, not yet the order
 
 
 async def test_a_handle_waiting_when_the_engine_stops_raises_engine_stopped() -> None:
