@@ -609,7 +609,8 @@ class SimCore:
 
 
 def _refusal(exc: OrderRejected) -> dict[str, Any]:
-    """A business failure as Tradovate reports it: ``s:200`` with ``failureReason`` (§3)."""
+    """A business failure as Tradovate reports it: ``s:200`` with ``failureReason``
+    (https://partner.tradovate.com/overview/core-concepts/error-handling)."""
     return {"failureReason": exc.reason, "failureText": exc.text}
 
 

@@ -119,7 +119,8 @@ class OrderRejected(Exception):
 
 @dataclass(frozen=True)
 class OrderTerms:
-    """What a client asked of an order (``order/placeorder`` and friends, §3).
+    """What a client asked of an order (``order/placeOrder`` and friends:
+    https://partner.tradovate.com/api/rest-api-endpoints/orders/place-order).
 
     Orders placed with terms get the entities Tradovate keeps beside an order (a ``command``
     carrying the client's ``clOrdId``, and an ``orderVersion`` with the quantity and prices);
