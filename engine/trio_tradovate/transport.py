@@ -428,9 +428,17 @@ class SansIOWebSocketLink:
         supports it, otherwise left to the owner's close. A write that fails or cannot finish
         marks the output broken (a partial frame may be on the wire) and raises.
         """
+        chunks = self._ws.data_to_send()
+        if not chunks:
+            # Nothing queued (every read of a busy stream): one schedule point, as taking
+            # the lock would have been, without the lock's bookkeeping. The point stays:
+            # it gives the consumer its turn between two reads (benchmarks/README.md).
+            await trio.lowlevel.checkpoint()
+            return
+        # Taken out of the protocol before the lock: the lock is fair (first come, first
+        # served), so frames still go out in the order the protocol queued them.
         async with self._send_lock:
-            chunks = self._ws.data_to_send()
-            if not chunks or self._output_broken:
+            if self._output_broken:
                 return
             # Frames taken from the protocol are written whole: a cancellation (the engine
             # closing while a heartbeat goes out) waits for the write, within SEND_TIMEOUT,
