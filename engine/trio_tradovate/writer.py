@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .feed import ChangeFeed
+from .feed import ChangeSink
 from .protocol import EntityUpdate
 from .store import EntityStore, recovered, singular
 
@@ -23,7 +23,7 @@ class StoreWriter:
     def __init__(
         self,
         store: EntityStore,
-        feed: ChangeFeed,
+        feed: ChangeSink,
         *,
         entity_types: frozenset[str] | None,
         counters: Counter[str],
@@ -33,6 +33,12 @@ class StoreWriter:
         self._feed = feed
         self._entity_types = entity_types
         self._counters = counters
+        self._wake = wake
+
+    def route(self, feed: ChangeSink, wake: Callable[[], None]) -> None:
+        """Write to ``feed`` and wake ``wake`` from now on: the subscribers changed (see
+        ``delivery.ChangeHub``). The hot path keeps calling one sink and one wake-up."""
+        self._feed = feed
         self._wake = wake
 
     def snapshot(
