@@ -195,12 +195,12 @@ def test_a_suite_not_using_the_fixtures_runs_as_without_the_plugin(
 ) -> None:
     pytester.makeini(TRIO_MODE)
     pytester.makepyfile(**PLAIN_SUITE)
-    runs = {}
+    runs: dict[str, tuple[list[str], dict[str, int], list[str]]] = {}
     for label, extra in (("with", []), ("without", ["-p", "no:trio_tradovate"])):
-        collected = pytester.runpytest("-p", "no:cacheprovider", "--co", "-q", *extra)
+        listing = pytester.runpytest("-p", "no:cacheprovider", "--co", "-q", *extra)
         ran = pytester.runpytest("-p", "no:cacheprovider", "-rA", "-q", *extra)
         runs[label] = (
-            [line for line in collected.outlines if "::" in line],
+            [line for line in listing.outlines if "::" in line],
             ran.parseoutcomes(),
             sorted(line for line in ran.outlines if line.startswith(("PASSED", "FAILED"))),
         )
