@@ -193,11 +193,13 @@ class ChangeFeed:
         return sum(map(len, self._delivered.values()))
 
     def clear(self) -> None:
-        """Forget everything waiting and everything the consumer holds (it left)."""
+        """Forget everything waiting and everything the consumer holds, its fill record
+        included (it left; the engine's checkpoint keeps what it was told)."""
         self._ready.clear()
         self._waiting.clear()
         self._deferred.clear()
         self._delivered.clear()
+        self.ledger = FillLedger()
 
     def push(self, record: ChangeRecord) -> None:
         """Queue a change: admitted as it is while fewer than ``window`` changes wait and none
