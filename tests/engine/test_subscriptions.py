@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import random
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,9 +14,9 @@ import trio
 
 from trio_tradovate import ChangeStream, EntityChange, State, open_engine
 from trio_tradovate.delivery import ChangeHub
-from trio_tradovate.feed import DISCARD, FillLedger
+from trio_tradovate.feed import DISCARD, ChangeFeed, FillLedger
 from trio_tradovate.sim import SimConfig, Simulator, open_simulator
-from trio_tradovate.store import EntityStore
+from trio_tradovate.store import ChangeRecord, EntityStore
 from trio_tradovate.writer import StoreWriter
 
 from ..conftest import config_for, settle
@@ -167,6 +168,30 @@ async def test_a_late_subscription_starts_from_the_store(
         assert held == engine.store.as_dict() == sim.truth()
     after = engine.events()  # the engine stopped: the contents, then the end
     assert len([c async for c in after]) == len(engine.store)
+
+
+def test_each_subscription_is_told_of_a_fill_once_and_the_checkpoint_keeps_them_all(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "fills.json"
+    engine_ledger = FillLedger(path)
+    store = EntityStore(shared=False)
+    hub = ChangeHub(store, engine_ledger, window=0, batch=16, generation=lambda: 1)
+    journal, risk = ChangeFeed(engine_ledger.fork()), ChangeFeed(engine_ledger.fork())
+    fills: list[ChangeRecord] = [("fill", 5, "Created", {"id": 5}, False, 1, False)]
+    for feed in (journal, risk):
+        feed.extend(fills)
+        assert [c.entity_id for c in feed.pop_many(10)] == [5]  # each is told once
+        feed.extend([("fill", 5, "Deleted", {"id": 5}, False, 1, False)])
+        assert [c.event_type for c in feed.pop_many(10)] == ["Deleted"]
+        feed.extend(fills)  # the server sends it again: not announced again
+        assert feed.pop_many(10) == []
+    hub.end()  # the engine stops: the checkpoint is saved
+    restarted = FillLedger(path)
+    later = ChangeFeed(restarted.fork())
+    later.extend(fills)
+    assert later.pop_many(10) == []  # a previous process announced it
+    assert 5 in restarted
 
 
 # -- generated interleavings, on the hub itself ----------------------------------------------
