@@ -100,7 +100,8 @@ async def test_a_slow_consumer_coalesces_while_the_fast_one_sees_everything(
             await trio.sleep(40)  # the slow consumer reads nothing meanwhile
             assert await engine.request("account/list", timeout=5)  # the reader reads
             waiting = slow.statistics()["waiting"]
-            assert 0 < waiting <= len(engine.store) + 8  # bounded by the account
+            # one change per entity at most (it holds none yet), plus the window
+            assert 0 < waiting <= len(engine.store) + 8
             await settle(sim)
             slow_held: dict[Key, dict[str, Any]] = {}
             slow_log = await drain(slow, slow_held)
@@ -141,9 +142,8 @@ async def test_a_closed_or_dropped_subscription_frees_what_it_held(
         del dropped
         gc.collect()
         assert engine.delivery["subscriptions"] == 1
-        waiting = engine.delivery["waiting"]
         await trio.sleep(30)  # only the kept subscription holds anything now
-        assert engine.delivery["waiting"] == kept.statistics()["waiting"] >= waiting
+        assert engine.delivery["waiting"] == kept.statistics()["waiting"]
         await settle(sim)
         await drain(kept, held)
         assert held == engine.store.as_dict() == sim.truth()  # the kept one lost nothing
