@@ -12,6 +12,7 @@ quick profile picks a layer per seed instead (``tests/engine/test_hostile.py``).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,10 @@ LAYERED_MODULES = frozenset(
 )
 
 
+#: The package's pytest plugin, by its entry point name.
+PLUGIN = "trio_tradovate"
+
+
 class _Selected:
     """The websocket layer of the running test (``None``: the engine's default)."""
 
@@ -51,6 +56,13 @@ def layer_settings() -> dict[str, Any]:
     """``{"websocket_layer": ...}`` for the running test's layer, or ``{}``."""
     layer = _Selected.layer
     return {} if layer is None else {"websocket_layer": layer}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The package's plugin comes through its entry point; a .venv installed before the entry
+    # point existed (or PYTEST_DISABLE_PLUGIN_AUTOLOAD) lacks it, and ``sim`` is built on it.
+    if not config.pluginmanager.has_plugin(PLUGIN):
+        config.pluginmanager.register(importlib.import_module(f"{PLUGIN}.pytest_plugin"), PLUGIN)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
