@@ -33,7 +33,7 @@ FIXTURES = (
     "tradovate_faults",
     "tradovate_server",
 )
-TRIO_MODE = "[pytest]\ntrio_mode = true\nfilterwarnings = error\n"
+TRIO_MODE = "[pytest]\ntrio_mode = true\nfilterwarnings = error\naddopts = --strict-markers\n"
 
 
 def run_user_suite(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
