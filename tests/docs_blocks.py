@@ -7,16 +7,15 @@ from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
-_FENCE = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
-
-def python_blocks(page: str, section: str | None = None) -> list[str]:
-    """The ``python`` blocks of ``docs/<page>``, in order; only those under the ``## ``
-    heading that starts with ``section`` when one is given."""
+def python_blocks(page: str, section: str | None = None, language: str = "python") -> list[str]:
+    """The ``python`` (or ``language``) blocks of ``docs/<page>``, in order; only those
+    under the ``## `` heading that starts with ``section`` when one is given."""
     text = (DOCS / page).read_text()
     if section is not None:
         parts = re.split(r"^## ", text, flags=re.MULTILINE)
         matching = [part for part in parts if part.startswith(section)]
         assert len(matching) == 1, f"no single section {section!r} in {page}"
         text = matching[0]
-    return _FENCE.findall(text)
+    fence = re.compile(rf"^```{language}\n(.*?)^```", re.MULTILINE | re.DOTALL)
+    return fence.findall(text)

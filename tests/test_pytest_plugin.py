@@ -51,7 +51,6 @@ def test_the_page_documents_every_fixture_and_its_examples_use_them() -> None:
     shown = "\n".join(BLOCKS)
     # the connector is what tradovate_faults drives; every other fixture has an example
     assert [name for name in FIXTURES if name not in shown] == ["tradovate_connector"]
-    assert "trio_mode = true" in page
 
 
 GENERATED = """
@@ -120,7 +119,9 @@ async def test_right_expectation(tradovate_engine, autojump_clock):
 def test_user_suites_using_the_fixtures(pytester: pytest.Pytester) -> None:
     """One fresh pytest over several user modules: each docs block, a module asking for
     every fixture (and the markers' bad input), and one whose assertion fails."""
-    pytester.makeini(TRIO_MODE)
+    [settings] = python_blocks("testing.md", language="toml")  # the page's own setting
+    strict = 'addopts = "--strict-markers"\nfilterwarnings = ["error"]\n'
+    pytester.makepyprojecttoml(settings + strict)
     modules = {f"test_block{i}": block for i, block in enumerate(BLOCKS)}
     pytester.makepyfile(**modules, test_generated=GENERATED, test_failing=FAILING)
     result = run_user_suite(pytester, "-rA")
