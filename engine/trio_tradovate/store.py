@@ -163,6 +163,16 @@ class EntityStore:
             ]
         )
 
+    def contents(self, generation: int) -> list[ChangeRecord]:
+        """Everything held, as ``Created`` records marked ``recovered`` (what a snapshot
+        diffed against an empty store gives): how a new subscriber to the change feed starts
+        from the store's state. The records hold the stored dicts themselves (no copies)."""
+        return [
+            (entity_type, entity_id, "Created", value, True, generation, False)
+            for entity_type, typed in self._entities.items()
+            for entity_id, value in typed.items()
+        ]
+
     def as_dict(self) -> dict[EntityKey, dict[str, Any]]:
         """A plain, mutable copy (for comparisons and dumps)."""
         return {key: dict(value) for key, value in self.items()}
