@@ -9,6 +9,8 @@ server answered with an error status (``RequestError``), and the one a trading p
 never paper over: the connection dropped while the order was in flight (``OutcomeUnknown``).
 The engine never re-sends a money-moving request; the order may or may not exist, and the only
 honest answer comes from the store, which is re-synced from the server after the reconnect.
+
+It takes about 3 s in real time; ``tests/test_examples.py`` runs it in virtual time.
 """
 
 from __future__ import annotations
@@ -88,8 +90,9 @@ async def main(duration: float = 10.0) -> OrderResult:
         open_engine(sim.engine_config()) as engine,
     ):
         await engine.wait_for(State.LIVE)
-        # Subscribed after the snapshot, so only live changes arrive. The channel is bounded:
-        # a program that subscribes must keep reading, or the engine's reader waits for it.
+        # Subscribed after the snapshot, so only live changes arrive. The stream is bounded
+        # without ever making the engine's reader wait: a consumer that falls behind gets each
+        # entity's latest value, merged (coalesced=True), as docs/index.md says.
         changes = engine.events()
         body = order_body(engine)
 

@@ -1,5 +1,5 @@
 """A Tradovate-compatible simulator for tests: REST auth, the user websocket, seeded activity
-and deterministic fault controls, built from ``tradovate-protocol.md`` (not from any client).
+and deterministic fault controls, built from ``docs/protocol.md`` (not from any client).
 
 Typical use::
 

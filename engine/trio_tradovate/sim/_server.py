@@ -1,5 +1,5 @@
 """A real loopback TCP server: REST and ``/v1/websocket`` on one port, as on
-``demo.tradovateapi.com`` (tradovate-protocol.md §1).
+``demo.tradovateapi.com`` (docs/protocol.md §1).
 
 Each accepted stream's HTTP request head is read here. A websocket upgrade is handed to
 :meth:`Simulator.serve_stream` together with the bytes already read; anything else is answered

@@ -32,7 +32,7 @@ __all__ = ["Simulator", "open_simulator"]
 
 logger = logging.getLogger("trio_tradovate.sim")
 
-_WS_RESOURCE = "/v1/websocket"  # tradovate-protocol.md §1
+_WS_RESOURCE = "/v1/websocket"  # docs/protocol.md §1
 _IO_ERRORS = (ConnectionClosed, HandshakeError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
@@ -403,7 +403,7 @@ class Simulator:
             else:
                 logger.debug("websocket ended: %r", group)
         except Exception:
-            # An exception escaping would crash the owning nursery (trio-stack-notes §4).
+            # An exception escaping would crash the owning nursery (docs/protocol.md §15).
             logger.exception("simulator websocket handler failed")
         finally:
             await trio.aclose_forcefully(stream)
