@@ -10,6 +10,8 @@ the server refused inside a 200 answer (``OrderRejected``), and the one a tradin
 never paper over: the connection dropped while the order was in flight. The engine never
 re-sends a money-moving request; the handle says ``Unknown`` and settles the question from the
 server's snapshot after the reconnect (see ``docs/orders.md``).
+
+It takes about 1 s in real time; ``tests/test_examples.py`` runs it in virtual time.
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ class AuthenticationError(TradovateError):
 
 
 class Penalized(TradovateError):
-    """Tradovate's rate limiting refused a request and a lockout began (P-RL, §8)."""
+    """Tradovate's rate limiting refused a request and a lockout began (docs/protocol.md §8)."""
 
 
 class CaptchaRequired(Penalized, AuthenticationError):

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Tradovate frames its websocket traffic the SockJS 0.3.3 way (tradovate-protocol.md §2): the first
+Tradovate frames its websocket traffic the SockJS 0.3.3 way (docs/protocol.md §2): the first
 character of every server message says what it is::
 
     o                     the socket is open; the client must now send ``authorize``
@@ -55,7 +55,7 @@ __all__ = [
     "read_props",
 ]
 
-#: The client heartbeat (tradovate-protocol.md §5).
+#: The client heartbeat (docs/protocol.md §5).
 HEARTBEAT_FRAME = "[]"
 
 #: Event kinds Tradovate documents (§2, §7). Others are parsed too and left to the caller.
@@ -245,7 +245,7 @@ def encode_request(
     query: str | Mapping[str, Any] | None = None,
     body: Any = None,
 ) -> str:
-    """Encode one request frame ``endpoint\\nid\\nquery\\nbody`` (tradovate-protocol.md §3).
+    """Encode one request frame ``endpoint\\nid\\nquery\\nbody`` (docs/protocol.md §3).
 
     ``body`` is sent as is when it is a ``str`` (``authorize`` carries the raw token), else as
     JSON. ``query`` may be a ready ``k=v&k2=v2`` string or a mapping.

@@ -1,6 +1,6 @@
 """The entity store: the account state the server last told us, keyed by ``(entityType, id)``.
 
-It is fed two ways (tradovate-protocol.md §6): the ``user/syncrequest`` snapshot, whose
+It is fed two ways (docs/protocol.md §6): the ``user/syncrequest`` snapshot, whose
 collections are plural names (``cashBalances``), and ``props`` events, whose ``entityType`` is
 singular camelCase (``cashBalance``). Every application of either returns the
 :class:`EntityChange` list it caused, and nothing when nothing changed, so replayed or

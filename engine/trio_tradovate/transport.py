@@ -16,7 +16,7 @@ Two links sit behind the one :class:`Link` protocol, chosen by
   no task boundary between the socket and the supervisor, every read is up to
   ``receive_buffer_size`` bytes, and each read's messages come out as one batch; the
   ``websockets`` frame parser is about three times cheaper than wsproto's.
-- :class:`WebSocketLink` (``"trio-websocket"``): the library the design card names, kept as a
+- :class:`WebSocketLink` (``"trio-websocket"``): the layer the project started on, kept as a
   supported transport. Its reader task hands each message over a memory channel, which costs
   a task switch and a channel hop per message.
 

@@ -1,4 +1,4 @@
-"""The market-data socket of the simulator (tradovate-protocol.md §1, §2, §7), driven by the raw
+"""The market-data socket of the simulator (docs/protocol.md §1, §2, §7), driven by the raw
 client in virtual time: routing, authorize, quotes, subscriptions, the audit."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DOM, histograms and charts of the simulator's market-data socket (tradovate-protocol.md §7;
+"""DOM, histograms and charts of the simulator's market-data socket (docs/protocol.md §7;
 tick charts in the compact form of tradovate/example-api-js EX-11), in virtual time."""
 
 from __future__ import annotations

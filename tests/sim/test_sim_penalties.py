@@ -1,4 +1,5 @@
-"""§8 throttling on the websocket: scripted p-tickets, scripted 429s and rolling limits."""
+"""docs/protocol.md §8 throttling on the websocket: scripted p-tickets, scripted 429s and rolling
+limits."""
 
 from __future__ import annotations
 

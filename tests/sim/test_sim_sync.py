@@ -1,5 +1,5 @@
-"""user/syncrequest, props events, truth() and the REST-like endpoints over the websocket (§3,
-§6)."""
+"""user/syncrequest, props events, truth() and the REST-like endpoints over the websocket
+(docs/protocol.md §3, §6)."""
 
 from __future__ import annotations
 

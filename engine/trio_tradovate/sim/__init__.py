@@ -1,6 +1,6 @@
 """A Tradovate-compatible simulator for tests: REST auth, the user, market-data and replay
 websockets, seeded activity and market data, and deterministic fault controls, built from
-``tradovate-protocol.md`` (not from any client).
+``docs/protocol.md`` (not from any client).
 
 Typical use::
 

@@ -21,7 +21,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """One client request frame (``endpoint\\nid\\nquery\\nbody``, §3); heartbeats excluded.
+    """One client request frame (``endpoint\\nid\\nquery\\nbody``, docs/protocol.md §3); heartbeats
+    excluded.
 
     ``body`` is kept verbatim except for ``authorize``, whose body is the access token and is
     therefore replaced by ``"<redacted>"`` (tokens never leave the simulator in logs or reprs).

@@ -1,6 +1,6 @@
 """Configuration of the Tradovate-compatible simulator.
 
-Every default comes from tradovate-protocol.md §12/§13 ("Recommended defaults ... Simulator") so
+Every default comes from docs/protocol.md §12/§13 ("Recommended defaults ... Simulator") so
 that a test which does not care about a knob gets the behaviour of the documented server.
 """
 
@@ -13,7 +13,7 @@ from types import MappingProxyType
 __all__ = ["DEFAULT_REQUEST_LIMITS", "SimConfig"]
 
 #: Rolling request limits, ``endpoint (lower-case) or "*" -> (max requests, per seconds)``.
-#: tradovate-protocol.md §8, P-RL (current): authenticated user-level 5,000/h (also 5,000/min
+#: docs/protocol.md §8, P-RL (current): authenticated user-level 5,000/h (also 5,000/min
 #: and 5,000/s, which the hourly cap makes redundant) and ``user/syncrequest`` 300/h per IP.
 #: 500 ``account/list`` requests at once therefore pass; the 5,001st within an hour does not.
 DEFAULT_REQUEST_LIMITS: Mapping[str, tuple[int, float]] = MappingProxyType(
@@ -62,7 +62,7 @@ class SimConfig:
     #: Largest accepted websocket message (bytes/characters), as trio-websocket counts them.
     max_message_size: int = 2**20
     #: Size of the ``inject_malformed("oversized")`` frame: just over twice the 1 MiB default
-    #: message limit of trio-websocket (trio-stack-notes §4), so any default client must refuse.
+    #: message limit of trio-websocket (docs/protocol.md §15), so any default client must refuse.
     oversized_bytes: int = 2 * 2**20 + 1
     #: Rolling request limits (see :data:`DEFAULT_REQUEST_LIMITS`); exceeding one earns a
     #: ``p-ticket`` (§8) with ``limit_p_time`` seconds to wait.

@@ -6,7 +6,7 @@ Nothing here awaits or reads a clock: callers pass ``now`` (trio time) and drain
 (or REST, or the activity generator) are fanned out synchronously to every synced session's
 outbox, which is what keeps "snapshot + every props event" equal to :meth:`SimCore.truth`.
 
-Sync options where tradovate-protocol.md is silent (§6, §13.7) — the simulator's choices:
+Sync options where docs/protocol.md is silent (§6, §13.7) — the simulator's choices:
 
 ``splitResponses: true``
     The snapshot is sent as ``SimConfig.split_parts`` (default 3) separate response messages,
@@ -62,7 +62,7 @@ __all__ = ["CloseSocket", "SendFrame", "SimCore", "SimSession"]
 
 logger = logging.getLogger("trio_tradovate.sim")
 
-_INVALID_TOKEN: Final = "Invalid access token"  # tradovate-protocol.md §4 (P-S2 wording)
+_INVALID_TOKEN: Final = "Invalid access token"  # docs/protocol.md §4 (P-S2 wording)
 _BAD_LOGIN: Final = (
     "Incorrect username or password. Please try again, noting that passwords are case-sensitive."
 )
@@ -404,7 +404,7 @@ class SimCore:
         bearer = (authorization or "").removeprefix("Bearer ").strip()
         token = self.auth.validate(bearer, now) if bearer else None
         if token is None:
-            # tradovate-protocol.md §9: expired token on REST -> 401.
+            # docs/protocol.md §9: expired token on REST -> 401.
             return 401, "Access is denied"
         if lower == "auth/renewaccesstoken":
             if self.fail_renewals:

@@ -1,5 +1,5 @@
 """A real loopback TCP server: REST and ``/v1/websocket`` on one port, as on
-``demo.tradovateapi.com`` (tradovate-protocol.md §1), plus the market-data socket on
+``demo.tradovateapi.com`` (docs/protocol.md §1), plus the market-data socket on
 ``/md/v1/websocket`` and the replay socket on ``/replay/v1/websocket`` (Tradovate gives each its
 own host; one loopback host needs distinct paths). See :attr:`SimServer.md_url`.
 

@@ -33,7 +33,7 @@ __all__ = ["Simulator", "open_simulator", "socket_role"]
 
 logger = logging.getLogger("trio_tradovate.sim")
 
-_WS_RESOURCE = "/v1/websocket"  # tradovate-protocol.md §1
+_WS_RESOURCE = "/v1/websocket"  # docs/protocol.md §1
 #: Loopback paths of the other sockets (one port serves all three; see ``socket_role``).
 _ROLE_PATHS: Final = {"/md/v1/websocket": "md", "/replay/v1/websocket": "replay"}
 
@@ -564,7 +564,7 @@ class Simulator:
             else:
                 logger.debug("websocket ended: %r", group)
         except Exception:
-            # An exception escaping would crash the owning nursery (trio-stack-notes §4).
+            # An exception escaping would crash the owning nursery (docs/protocol.md §15).
             logger.exception("simulator websocket handler failed")
         finally:
             await trio.aclose_forcefully(stream)

@@ -20,7 +20,7 @@ __all__ = ["COLLECTIONS", "Props", "WallClock", "World"]
 
 Entity = dict[str, Any]
 
-#: Plural sync collection name -> singular ``entityType`` (tradovate-protocol.md §6, OAS).
+#: Plural sync collection name -> singular ``entityType`` (docs/protocol.md §6, OAS).
 COLLECTIONS: dict[str, str] = {
     "users": "user",
     "userProperties": "userProperty",

@@ -1,6 +1,6 @@
 """A deliberately tiny protocol-level websocket client for simulator tests (not the engine).
 
-It speaks the wire format of tradovate-protocol.md §2-§3 directly so that tests check the
+It speaks the wire format of docs/protocol.md §2-§3 directly so that tests check the
 simulator against the protocol reference, not against the engine's interpretation of it. It
 lives in the package (rather than under ``tests/``) so that mypy and every test directory can
 import it; it has no retry, reconnection or state logic on purpose.
@@ -108,7 +108,7 @@ class RawClient:
                 return seen
 
 
-#: Hosts of the three sockets (tradovate-protocol.md §1); the simulator routes by host.
+#: Hosts of the three sockets (docs/protocol.md §1); the simulator routes by host.
 USER_HOST = "demo.tradovateapi.com"
 MD_HOST = "md.tradovateapi.com"
 REPLAY_HOST = "replay.tradovateapi.com"
@@ -126,7 +126,7 @@ async def open_raw(
     stream = await sim.connector()(host, 443, tls=True)
     async with trio.open_nursery() as nursery:
         # trio-websocket annotates SocketStream/SSLStream but works over any trio Stream
-        # (trio-stack-notes §4), including this in-memory one.
+        # (docs/protocol.md §15), including this in-memory one.
         ws = await wrap_client_stream(
             nursery, cast(trio.SocketStream, stream), host, "/v1/websocket"
         )
