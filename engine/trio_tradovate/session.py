@@ -559,6 +559,10 @@ class Session:
         fresh = minted is not None and now - minted <= JUST_MINTED
         return AuthorizationRejected(Fault("auth_rejected", error), fresh, self._renewable)
 
+    def wake(self) -> None:
+        """Something outside changed what this session would plan (a market-data session's
+        subscriptions); a session with nothing to plan ignores it."""
+
     # -- what the table's actions send -------------------------------------------------------
 
     def authorize(self) -> str:

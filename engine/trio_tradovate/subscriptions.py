@@ -69,6 +69,10 @@ from .marketdata import (
 from .protocol import Response
 from .scheduler import PENALTY_MARGIN, server_ticket, server_wait
 
+#: The longest a key subscribed by name waits for another of its kind to learn its contract
+#: id (seconds; see :meth:`SubscriptionRegistry._binding`).
+BIND_WAIT = 5.0
+
 
 class Kind(enum.StrEnum):
     """What a subscription streams."""
@@ -321,7 +325,7 @@ class _Sub:
     values: int = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class StaleConfig:
     """Seconds without a value, per kind, after which an active subscription is stale
     (``None``: never). Charts and histograms are quiet when the market is: off by default."""
@@ -330,6 +334,12 @@ class StaleConfig:
     dom: float | None = 60.0
     histogram: float | None = None
     chart: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("quote", "dom", "histogram", "chart"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int | float) and value > 0):
+                raise ConfigError(f"StaleConfig.{name} must be a positive number or None")
 
     def after(self, kind: Kind) -> float | None:
         value: float | None = getattr(self, kind.value)
@@ -348,7 +358,7 @@ class SubscriptionRegistry:
     #: request id -> (key, subscribe?) on this connection.
     _requests: dict[int, tuple[SubKey, bool]] = field(default_factory=dict)
     _chart_ids: dict[int, SubKey] = field(default_factory=dict)
-    _by_contract: dict[tuple[Kind, int], SubKey] = field(default_factory=dict)
+    _by_contract: dict[tuple[Kind, int], list[SubKey]] = field(default_factory=dict)
     _restore: set[SubKey] = field(default_factory=set)
 
     # ------------------------------------------------------------------ what the app wants
@@ -359,8 +369,7 @@ class SubscriptionRegistry:
         if sub is None:
             sub = self._subs[key] = _Sub(key, next(self._order))
             if isinstance(key.symbol, int):
-                sub.contract_id = key.symbol
-                self._by_contract[(key.kind, key.symbol)] = key
+                self.bind(key, key.symbol)
         sub.refs += 1
         if sub.refs == 1:
             sub.failed = None
@@ -385,15 +394,18 @@ class SubscriptionRegistry:
         sub = self._subs.get(key)
         if sub is not None and sub.contract_id is None:
             sub.contract_id = contract_id
-            self._by_contract.setdefault((key.kind, contract_id), key)
+            self._by_contract.setdefault((key.kind, contract_id), []).append(key)
 
     def _forget(self, sub: _Sub) -> None:
         del self._subs[sub.key]
         if sub.contract_id is None:
             return
         contract = (sub.key.kind, sub.contract_id)
-        if self._by_contract.get(contract) == sub.key:
-            del self._by_contract[contract]
+        keys = self._by_contract.get(contract, [])
+        if sub.key in keys:
+            keys.remove(sub.key)
+        if not keys:
+            self._by_contract.pop(contract, None)
 
     # ------------------------------------------------------------------ read-only view
 
@@ -458,6 +470,7 @@ class SubscriptionRegistry:
         one: requests go out in the order keys were acquired.
         """
         out: list[Outgoing] = []
+        waits: list[float] = []
         for sub in sorted(self._subs.values(), key=_by_order):
             wanted = sub.refs > 0
             if sub.server is ServerState.ABSENT and not wanted:
@@ -467,6 +480,10 @@ class SubscriptionRegistry:
                 continue
             request: Outgoing | None = None
             if sub.server is ServerState.ABSENT and wanted and sub.failed is None:
+                binding = self._binding(sub, now)
+                if binding > now:
+                    waits.append(binding)
+                    continue
                 request = self._subscribe(sub)
             elif sub.server is ServerState.ACTIVE and (not wanted or sub.resubscribe):
                 request = self._unsubscribe(sub)
@@ -476,8 +493,29 @@ class SubscriptionRegistry:
             if delay > 0:
                 return out, now + delay
             out.append(request)
-        waits = [s.retry_at for s in self._subs.values() if s.retry_at > now]
+        waits += [s.retry_at for s in self._subs.values() if s.retry_at > now]
         return out, min(waits, default=math.inf)
+
+    def _binding(self, sub: _Sub, now: float) -> float:
+        """Until when ``sub`` waits for another subscription's contract id to be learnt.
+
+        Values carry a ``contractId``, never the symbol name, and the subscribe answer carries
+        neither (P-MD). So a key subscribed by name learns its contract id from its first
+        value; while one key of a kind is learning, no other key of that kind is subscribed
+        by name (at most :data:`BIND_WAIT` seconds), or the first value could not be told
+        apart. A key that learnt its id once (any connection) never waits again.
+        """
+        if sub.contract_id is not None or sub.key.kind is Kind.CHART:
+            return 0.0
+        until = 0.0
+        for other in self._subs.values():
+            if other is sub or other.key.kind is not sub.key.kind or other.contract_id is not None:
+                continue
+            if other.server is ServerState.SUBSCRIBING:
+                return math.inf  # its answer will wake the plan
+            if other.server is ServerState.ACTIVE and other.active_since is not None:
+                until = max(until, other.active_since + BIND_WAIT)
+        return until if until > now else 0.0
 
     def _subscribe(self, sub: _Sub) -> Outgoing:
         key = sub.key
@@ -570,15 +608,20 @@ class SubscriptionRegistry:
         out: list[Update] = []
         for value in values:
             kind = _KIND_OF[type(value)]
-            key = self._by_contract.get((kind, value.contract_id))
-            if key is None:
-                key = self._learn(kind, value.contract_id)
-            sub = self._subs.get(key) if key is not None else None
-            if sub is None or sub.server is not ServerState.ACTIVE or sub.refs == 0:
+            keys = self._by_contract.get((kind, value.contract_id))
+            if not keys:
+                learnt = self._learn(kind, value.contract_id)
+                keys = [learnt] if learnt is not None else []
+            routed = False
+            for key in keys:
+                sub = self._subs.get(key)
+                if sub is None or sub.server is not ServerState.ACTIVE or sub.refs == 0:
+                    continue
+                self._seen(sub, now)
+                out.append(Update(sub.key, value))
+                routed = True
+            if not routed:
                 self.counters["unrouted"] += 1
-                continue
-            self._seen(sub, now)
-            out.append(Update(sub.key, value))
         return out
 
     def _learn(self, kind: Kind, contract_id: int) -> SubKey | None:
