@@ -73,3 +73,11 @@ class SimConfig:
     limit_p_time: float = 3.0
     #: How many parts a ``splitResponses:true`` snapshot is sent in (§6; see ``_core``).
     split_parts: int = 3
+    #: Market data (``_market``): seconds between steps of every contract's price process
+    #: (one trade per step; 60 s must hold a whole number of at least 40 steps). Below the
+    #: 2.5 s heartbeat interval, so a streaming market-data socket never sends ``h`` (§2).
+    md_step_interval: float = 1.0
+    #: Days of market history before the epoch's UTC midnight (charts, replay start times).
+    md_history_days: int = 2
+    #: Most elements (bars or ticks) one ``md/getChart`` history returns.
+    md_max_elements: int = 5000

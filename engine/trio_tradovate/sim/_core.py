@@ -48,11 +48,13 @@ from urllib.parse import parse_qs, parse_qsl, urlencode
 
 import orjson
 
-from ._audit import PenaltyRecord, RequestRecord, RestRecord, RetryRecord, SocketAudit
+from ._audit import MdRecord, PenaltyRecord, RequestRecord, RestRecord, RetryRecord, SocketAudit
 from ._auth import AuthRegistry, Token
 from ._config import SimConfig
+from ._feed import FeedFaults, MdFeed
 from ._inject import malformed_frame
 from ._limits import Decision, RequestGate
+from ._market import Instrument, Market
 from ._world import COLLECTIONS, OrderRejected, Props, WallClock, World
 
 __all__ = ["CloseSocket", "SendFrame", "SimCore", "SimSession"]
@@ -201,16 +203,49 @@ class SimCore:
         self.fail_renewals = False
         #: While set, the trio layer writes every chunk in pieces of at most this many bytes.
         self.split_max_bytes: int | None = None
+        self.market = Market(
+            seed=config.seed,
+            instruments=[Instrument(*spec) for spec in self.world.contract_specs()],
+            epoch=self.clock.at(now),
+            history_days=config.md_history_days,
+            interval=config.md_step_interval,
+        )
+        self.feed_faults = FeedFaults()
+        #: Every market-data request on any socket, in arrival order.
+        self.md_log: list[MdRecord] = []
 
     # -- sockets ------------------------------------------------------------------------------
 
-    def open_session(self, now: float) -> SimSession:
-        """Register a newly accepted websocket; queues the ``o`` frame."""
-        audit = SocketAudit(index=len(self.audits), opened_at=now)
+    def open_session(self, now: float, role: str = "user") -> SimSession:
+        """Register a newly accepted websocket (``role``: ``"user"``, ``"md"`` or
+        ``"replay"``); queues the ``o`` frame."""
+        audit = SocketAudit(index=len(self.audits), opened_at=now, role=role)
         self.audits.append(audit)
         session = SimSession(self, audit, now)
         self.sessions.append(session)
         return session
+
+    def wall(self, now: float) -> float:
+        """The simulated wall time at trio time ``now``, in seconds since the Unix epoch."""
+        return self.clock.at(now).timestamp()
+
+    def market_active(self) -> bool:
+        """Whether any live socket has a market-data subscription (the market task idles
+        otherwise)."""
+        return any(s.feed is not None and s.feed.active() for s in self.sessions)
+
+    def live_subscriptions(self) -> dict[int, frozenset[tuple[str, str]]]:
+        return {
+            s.audit.index: s.feed.live()
+            for s in self.sessions
+            if s.feed is not None and not s.closing
+        }
+
+    def market_tick(self, now: float) -> None:
+        """Queue on every market-data socket what its subscriptions produced since the last
+        tick."""
+        for session in self.sessions:
+            session.market_tick(now)
 
     def broadcast(self, batches: list[list[Props]], now: float) -> None:
         """Queue each batch, in order, on every live synced session (one frame per batch)."""
@@ -524,6 +559,17 @@ class SimSession:
         self._sub_types: set[str] | None = None
         self._shard: _Shard | None = None
         self._sent_props: deque[dict[str, Any]] = deque(maxlen=_REPLAY_MEMORY)
+        #: Market-data subscriptions (md and replay sockets only).
+        self.feed: MdFeed | None = None
+        if audit.role != "user":
+            self.feed = MdFeed(
+                core.market,
+                core.feed_faults,
+                audit.md_requests,
+                core.md_log,
+                socket=audit.index,
+                max_elements=core.config.md_max_elements,
+            )
         self._queue(SendFrame("o"), now)  # §2: first frame after the WS handshake
 
     def __repr__(self) -> str:
@@ -557,9 +603,39 @@ class SimSession:
             self.close("auth timeout", now)
         elif now >= self._last_received + cfg.client_heartbeat_timeout:
             self.close("heartbeat timeout", now)
-        elif now >= self._last_sent + cfg.heartbeat_interval:
+        elif now >= self._last_sent + cfg.heartbeat_interval and not self._silenced():
             # §5: 'h' only while idle; any frame sent resets _last_sent.
             self._queue(SendFrame("h"), now)
+
+    def _silenced(self) -> bool:
+        """``silence_market``: a market-data socket sends nothing, not even ``h``."""
+        return self.feed is not None and self.core.feed_faults.silent
+
+    # -- market data ----------------------------------------------------------------------
+
+    def market_wall(self, now: float) -> float:
+        """This socket's market time (the simulated wall clock; replay sockets differ)."""
+        return self.core.wall(now)
+
+    def market_tick(self, now: float) -> None:
+        """Queue the updates of this socket's subscriptions since its last tick."""
+        feed = self.feed
+        if feed is None or self.closing or not self.authorized:
+            return
+        events = feed.advance(self.market_wall(now))
+        if events and not self._silenced():
+            self.send_messages(events, now)
+
+    def _md(self, lower: str, request_id: int, body: str, now: float) -> None:
+        """One ``md/*`` request: bring the feed up to date, answer, then send what the
+        request starts (the current value, or chart history up to ``eoh``)."""
+        feed = self.feed
+        assert feed is not None
+        self.market_tick(now)
+        status, data, events = feed.handle(lower, request_id, body, self.market_wall(now), now)
+        self._reply(request_id, status, now, _MISSING if data is None else data)
+        for event in events:
+            self.send_messages([event], now)
 
     # -- outgoing -------------------------------------------------------------------------
 
@@ -730,6 +806,13 @@ class SimSession:
                 )
             )
             self._reply(request_id, 200, now, issued.payload())  # §8: inside d of an s:200
+            return
+        if self.feed is not None and lower.startswith("md/"):
+            self._md(lower, request_id, body, now)
+            return
+        if self.audit.role == "md":
+            # The market-data socket serves md/* only (§1: its own host).
+            self._reply(request_id, 404, now, f"Not found: {endpoint}")
             return
         if lower == "user/syncrequest":
             self._sync(request_id, body, now)

@@ -137,6 +137,7 @@ class World:
         self._next_id: dict[str, int] = {}
         self._prices: dict[int, float] = {}
         self._value_per_point: dict[int, float] = {}
+        self._reference: dict[int, float] = {}
         self.user_id = rng.randrange(1_000_000, 3_000_000)
         self._seed_entities(username, accounts, now)
 
@@ -222,6 +223,15 @@ class World:
             ):
                 return copy.deepcopy(contract)
         return None
+
+    def contract_specs(self) -> list[tuple[int, str, float, float]]:
+        """``(contract id, name, tick size, reference price)`` of every contract, by id: what
+        the market-data process (``_market``) needs. The reference price is the one the
+        world was seeded with, not the drifting fill price."""
+        return [
+            (cid, str(c["name"]), float(c["providerTickSize"]), self._reference[cid])
+            for cid, c in sorted(self._store["contract"].items())
+        ]
 
     def find_account(self, spec: object) -> Entity | None:
         """An account by id or by name (``accountSpec``)."""
@@ -468,6 +478,7 @@ class World:
             for entity in (product, maturity, contract):
                 entity.pop("timestamp")
             self._prices[int(contract["id"])] = reference
+            self._reference[int(contract["id"])] = reference
             self._value_per_point[int(contract["id"])] = value
         for _ in range(accounts):
             account = self._new(
