@@ -706,12 +706,19 @@ class SubscriptionRegistry:
         return Update(sub.key, tick, gap)
 
     def _seen(self, sub: _Sub, now: float) -> None:
+        previous = sub.last_value_at
         sub.last_value_at = now
         sub.values += 1
         if sub.stale:
             sub.stale = False
-            sub.stale_episode_resubscribed = False
             self.counters["stale_recovered"] += 1
+        if sub.stale_episode_resubscribed:
+            # The episode ends when values flow again: two within stale_after. One value alone
+            # is what a re-subscribe answers with (the current value), not a live stream, and
+            # ending the episode on it would re-subscribe a frozen feed again and again.
+            after = self.stale.after(sub.key.kind)
+            if previous is not None and after is not None and now - previous < after:
+                sub.stale_episode_resubscribed = False
 
     # ------------------------------------------------------------------ staleness
 

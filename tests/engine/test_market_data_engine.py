@@ -1,0 +1,275 @@
+"""The market-data socket against the in-process simulator, in virtual time.
+
+The simulator's per-socket audit (``sim.md_requests``, ``sim.live_subscriptions()``) says
+what the server was asked and holds, so restoring is checked from the server's side.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import Counter
+from typing import Any
+
+import pytest
+import trio
+
+from trio_tradovate import (
+    Bar,
+    ChartSpec,
+    EndOfHistory,
+    EngineConfig,
+    EngineStopped,
+    MarketDataFeed,
+    Quote,
+    StaleConfig,
+    State,
+    Subscription,
+    open_engine,
+    open_market_data,
+)
+from trio_tradovate.sim import Simulator
+
+
+def md_config(sim: Simulator, **overrides: Any) -> EngineConfig:
+    settings: dict[str, Any] = {"md_stale": StaleConfig(quote=None, dom=None)}
+    settings.update(overrides)
+    return sim.engine_config(**settings)
+
+
+def md_sockets(sim: Simulator) -> list[int]:
+    return [audit.index for audit in sim.sockets if audit.role == "md"]
+
+
+def asked_on(sim: Simulator, socket: int) -> Counter[tuple[str, Any]]:
+    return Counter(
+        (record.endpoint, record.symbol)
+        for record in sim.md_requests
+        if record.socket == socket and record.endpoint.startswith("md/subscribe")
+    )
+
+
+def state_of(md: MarketDataFeed) -> State:
+    """The feed's state now (a call, so the type checker does not narrow it)."""
+    return md.state
+
+
+def is_stale(subscription: Subscription) -> bool:
+    return subscription.status.stale
+
+
+async def drop_md(sim: Simulator) -> None:
+    await sim.drop_connections(where=lambda audit: audit.role == "md")
+
+
+async def test_quotes_alone_typed_and_live(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_market_data(md_config(sim)) as md:
+        async with md.quotes("ESZ6") as quotes:
+            update = await quotes.receive()
+            assert isinstance(update.value, Quote)
+            assert update.value.contract_id == sim.contract_id("ESZ6")
+            assert update.value.bid is not None
+        assert state_of(md) is State.LIVE
+        await trio.sleep(1)  # the release goes out on the open socket
+    assert state_of(md) is State.STOPPED
+    [socket] = md_sockets(sim)
+    assert asked_on(sim, socket) == Counter({("md/subscribequote", "ESZ6"): 1})
+    assert [r.endpoint for r in sim.md_requests][-1] == "md/unsubscribequote"
+
+
+async def test_two_consumers_one_server_subscription(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_market_data(md_config(sim)) as md:
+        first, second = md.quotes("NQZ6"), md.quotes("NQZ6")
+        a = await first.receive()
+        b = await second.receive()
+        assert a.value == b.value  # one stream, fanned out to both
+        first.close()
+        await trio.sleep(3)
+        assert ("quote", "NQZ6") in next(iter(sim.live_subscriptions().values()))
+        await second.receive()  # still streaming for the one left
+        second.close()
+        await trio.sleep(3)
+        assert next(iter(sim.live_subscriptions().values())) == frozenset()
+    [socket] = md_sockets(sim)
+    assert asked_on(sim, socket) == Counter({("md/subscribequote", "NQZ6"): 1})
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_every_subscription_restored_exactly_once_after_random_drops(
+    sim: Simulator, seed: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    rng = random.Random(seed)
+    async with open_market_data(md_config(sim)) as md:
+        subs = [md.quotes("ESZ6"), md.quotes("NQZ6"), md.dom("MESZ6"), md.histogram("ESZ6")]
+        subs.append(md.quotes(sim.contract_id("MESZ6")))
+        for sub in subs[:3]:
+            await sub.receive()
+        for _ in range(3):
+            await trio.sleep(rng.uniform(0.0, 20.0))
+            await drop_md(sim)
+            await trio.sleep(rng.uniform(0.0, 3.0))
+        await trio.sleep(40)
+        assert state_of(md) is State.LIVE
+        wanted = Counter(
+            {
+                ("md/subscribequote", "ESZ6"): 1,
+                ("md/subscribequote", "NQZ6"): 1,
+                ("md/subscribedom", "MESZ6"): 1,
+                ("md/subscribehistogram", "ESZ6"): 1,
+                ("md/subscribequote", sim.contract_id("MESZ6")): 1,
+            }
+        )
+        sockets = md_sockets(sim)
+        assert len(sockets) >= 2
+        for socket in sockets:
+            if any(
+                r.socket == socket and r.endpoint == "md/subscribequote" for r in sim.md_requests
+            ):
+                asked = asked_on(sim, socket)
+                assert all(count == 1 for count in asked.values()), asked
+        assert asked_on(sim, sockets[-1]) == wanted
+        live = sim.live_subscriptions()[sockets[-1]]
+        assert {("quote", "ESZ6"), ("quote", "NQZ6"), ("dom", "MESZ6")} <= live
+        assert ("histogram", "ESZ6") in live
+        assert len(live) == 5
+        for sub in subs:
+            update = await sub.receive()  # every one streams again
+            assert update.key == sub.key
+
+
+async def test_unsubscribe_while_disconnected_stays_unsubscribed(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_market_data(md_config(sim)) as md:
+        keep, leave = md.quotes("ESZ6"), md.quotes("NQZ6")
+        await keep.receive()
+        await leave.receive()
+        sim.refuse_connections(until=trio.current_time() + 5)
+        await drop_md(sim)
+        await trio.sleep(0.1)
+        assert state_of(md) is not State.LIVE
+        leave.close()
+        await trio.sleep(30)
+        assert state_of(md) is State.LIVE
+        last = md_sockets(sim)[-1]
+        assert asked_on(sim, last) == Counter({("md/subscribequote", "ESZ6"): 1})
+        assert not any(r.socket == last and r.symbol == "NQZ6" for r in sim.md_requests)
+
+
+async def test_chart_resumed_without_gap_or_duplicate(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    spec = ChartSpec("MinuteBar", 1, "UnderlyingUnits", as_much_as_elements=10)
+    bars: list[Any] = []
+    async with open_market_data(md_config(sim)) as md, md.chart("ESZ6", spec) as chart:
+        with trio.move_on_after(200):
+            async for update in chart:
+                if isinstance(update.value, Bar):
+                    bars.append(update)
+        await drop_md(sim)
+        with trio.move_on_after(300):
+            async for update in chart:
+                if isinstance(update.value, Bar):
+                    bars.append(update)
+        assert chart.status.gaps == 0
+    stamps = [u.value.timestamp for u in bars]
+    assert stamps == sorted(stamps)
+    distinct = sorted(set(stamps))
+    steps = {(b - a).total_seconds() for a, b in itertools.pairwise(distinct)}
+    assert steps == {60.0}, steps  # no minute missing across the drop
+    assert not any(u.gap for u in bars)
+    getcharts = [r for r in sim.md_requests if r.endpoint == "md/getchart"]
+    assert len(getcharts) == 2
+    assert "asFarAsTimestamp" in getcharts[1].body
+
+
+async def test_history_then_end_of_history_then_realtime(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    spec = ChartSpec("Tick", 1, "UnderlyingUnits", as_much_as_elements=20)
+    async with open_market_data(md_config(sim)) as md, md.chart("NQZ6", spec) as chart:
+        seen: list[Any] = []
+        async for update in chart:
+            seen.append(update.value)
+            if len(seen) > 30:
+                break
+    eoh = next(i for i, v in enumerate(seen) if isinstance(v, EndOfHistory))
+    assert eoh >= 1
+    ids = [v.id for v in seen if not isinstance(v, EndOfHistory)]
+    assert ids == sorted(set(ids))
+
+
+async def test_frozen_subscription_detected_and_resubscribed_once(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = md_config(sim, md_stale=StaleConfig(quote=15.0))
+    async with open_market_data(config) as md:
+        frozen, alive = md.quotes("ESZ6"), md.quotes("NQZ6")
+        await frozen.receive()
+        await alive.receive()
+        sim.freeze_subscription("ESZ6", "quote", until_resubscribed=False)
+        status = await frozen.wait_status_change()
+        assert status.stale
+        assert not is_stale(alive)
+        await trio.sleep(120)
+        assert md.counters["stale_resubscribes"] == 1
+        assert is_stale(frozen)
+        sim.unfreeze_subscriptions()
+        await trio.sleep(5)
+        assert not is_stale(frozen)
+        assert state_of(md) is State.LIVE
+    assert len(md_sockets(sim)) == 1  # never a reconnect
+    [socket] = md_sockets(sim)
+    assert asked_on(sim, socket)[("md/subscribequote", "ESZ6")] == 2
+
+
+async def test_slow_quote_consumer_holds_one_value(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_market_data(md_config(sim)) as md, md.quotes("ESZ6") as quotes:
+        await trio.sleep(600)  # never read for ten minutes
+        status = quotes.status
+        assert status.lag == 1
+        assert status.conflated > 100
+        update = await quotes.receive()
+        assert isinstance(update.value, Quote)
+        assert update.value.conflated
+
+
+async def test_quiet_market_is_not_a_dead_socket(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_market_data(md_config(sim)) as md, md.quotes("ESZ6") as quotes:
+        await quotes.receive()
+        sim.quiet_market(True)
+        await trio.sleep(120)
+        assert state_of(md) is State.LIVE
+        assert md.counters.get("unrouted", 0) == 0
+        sim.quiet_market(False)
+        sim.stall(True)  # nothing at all, not even h: the watchdog ends the connection
+        await trio.sleep(15)
+        sim.stall(False)
+        await trio.sleep(30)
+        assert state_of(md) is State.LIVE
+        await quotes.receive()
+    assert len(md_sockets(sim)) == 2
+
+
+async def test_md_beside_the_user_socket_in_one_engine(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_engine(md_config(sim, market_data=True)) as engine:
+        assert engine.market_data is not None
+        quotes = engine.market_data.quotes("ESZ6")
+        await engine.wait_for(State.LIVE)
+        update = await quotes.receive()
+        assert isinstance(update.value, Quote)
+        assert engine.store.as_dict() != {}
+        roles = sorted(audit.role for audit in sim.sockets)
+        assert roles == ["md", "user"]
+    with pytest.raises(EngineStopped):
+        await quotes.receive()
