@@ -331,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(certify)
 
+    from .cli_quotes import add_arguments as add_quotes_arguments
+
+    add_quotes_arguments(commands)
+
     diagram = commands.add_parser("diagram", help="print or write the statechart diagrams")
     diagram.add_argument("--format", choices=("mmd", "dot", "json"), default="mmd")
     diagram.add_argument("--write", type=Path, help="write every file into this directory")
@@ -369,6 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return trio.run(
                 partial(run_sim, args.host, args.port, args.seed, sys.stdout, faults=schedule)
             )
+        if args.command == "quotes":
+            from .cli_quotes import main as quotes_main
+
+            return quotes_main(args, sys.stdout)
         config = config_from_env(args, os.environ)
         return trio.run(run_stream, config, sys.stdout)
     except ConfigError as exc:

@@ -1,0 +1,163 @@
+"""``trio-tradovate quotes SYMBOL... [--dom SYMBOL]... [--chart SYMBOL]...``.
+
+One JSON line per market-data update (and per transition of the market-data socket), until a
+signal (exit 0) or until the engine stops by policy (one line on stderr, exit 1), like
+``stream``. It takes the same credentials (``TRADOVATE_*``) and connection flags
+(``--env``, ``--rest-url``) plus ``--md-url``. Kept apart from ``cli.py`` so the two evolve
+separately; ``cli.py`` only registers the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import fields, is_dataclass, replace
+from typing import Any, TextIO
+
+import orjson
+import trio
+
+from .config import ENVIRONMENTS, EngineConfig
+from .engine import open_engine
+from .errors import EngineStopped, SubscriptionRefused
+from .mdsocket import MarketDataFeed, Subscription
+from .statechart import State
+from .subscriptions import ChartSpec, EndOfHistory, Update
+
+
+def add_arguments(commands: Any) -> None:
+    """Register the ``quotes`` subcommand on ``commands`` (an argparse subparsers object)."""
+    quotes = commands.add_parser(
+        "quotes", help="print market data as JSON lines (quotes, --dom, --chart)"
+    )
+    quotes.add_argument("symbols", nargs="*", metavar="SYMBOL", help="quotes of these contracts")
+    quotes.add_argument("--dom", action="append", default=[], metavar="SYMBOL")
+    quotes.add_argument("--chart", action="append", default=[], metavar="SYMBOL")
+    quotes.add_argument("--env", choices=sorted(ENVIRONMENTS), default="demo")
+    quotes.add_argument("--rest-url", help="REST base, e.g. http://127.0.0.1:8000/v1")
+    quotes.add_argument("--ws-url", help="user websocket URL (default: derived from the REST base)")
+    quotes.add_argument("--md-url", help="market-data websocket URL (default: Tradovate's)")
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready form of a market-data value (orjson's ``default``)."""
+    if isinstance(value, Mapping):
+        return {str(k): v for k, v in value.items()}
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in fields(value)}
+    raise TypeError(type(value).__name__)
+
+
+def update_line(update: Update) -> str:
+    """One JSON line for ``update``: its kind, symbol, gap flag and typed value."""
+    value = update.value
+    payload: dict[str, Any] = {
+        "type": "eoh" if isinstance(value, EndOfHistory) else type(value).__name__.lower(),
+        "kind": update.key.kind.value,
+        "symbol": update.key.symbol,
+    }
+    if update.gap:
+        payload["gap"] = True
+    if not isinstance(value, EndOfHistory):
+        payload["value"] = value
+    return (
+        orjson.dumps(payload, default=_plain, option=orjson.OPT_PASSTHROUGH_DATACLASS).decode()
+        + "\n"
+    )
+
+
+def subscriptions_for(
+    md: MarketDataFeed, symbols: Sequence[str], doms: Sequence[str], charts: Sequence[str]
+) -> list[Subscription]:
+    subs = [md.quotes(_symbol(s)) for s in symbols]
+    subs += [md.dom(_symbol(s)) for s in doms]
+    spec = ChartSpec("MinuteBar", 1, "UnderlyingUnits", as_much_as_elements=60)
+    subs += [md.chart(_symbol(s), spec) for s in charts]
+    return subs
+
+
+def _symbol(text: str) -> str | int:
+    return int(text) if text.isdigit() else text
+
+
+async def run_quotes(
+    config: EngineConfig,
+    symbols: Sequence[str],
+    doms: Sequence[str],
+    charts: Sequence[str],
+    out: TextIO,
+    *,
+    stop_signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
+    until: Callable[[int], bool] | None = None,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Print every update of the asked subscriptions; see the module docstring.
+
+    ``until(lines)`` (tests) stops after a number of update lines.
+    """
+    printed = 0
+    config = replace(config, market_data=True, user_sync=False)
+    async with trio.open_nursery() as nursery, open_engine(config) as engine:
+        transitions = engine.watch_transitions()
+        md = engine.market_data
+        assert md is not None
+        subs = subscriptions_for(md, symbols, doms, charts)
+
+        async def print_transitions() -> None:
+            async for record in transitions:
+                out.write(orjson.dumps({"type": "transition", **record.as_dict()}).decode() + "\n")
+                out.flush()
+
+        async def print_updates(subscription: Subscription) -> None:
+            nonlocal printed
+            try:
+                async for update in subscription:
+                    out.write(update_line(update))
+                    out.flush()
+                    printed += 1
+                    if until is not None and until(printed):
+                        nursery.cancel_scope.cancel()
+            except SubscriptionRefused as exc:
+                err.write(f"trio-tradovate: {exc}\n")
+
+        async def stop_with_the_engine() -> None:
+            with suppress(EngineStopped):
+                await engine.wait_for(State.STOPPED)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(print_transitions)
+        for subscription in subs:
+            nursery.start_soon(print_updates, subscription)
+        nursery.start_soon(stop_with_the_engine)
+        if stop_signals:
+            with trio.open_signal_receiver(*stop_signals) as signals:
+                async for _ in signals:
+                    break
+        else:
+            await trio.sleep_forever()
+    if engine.stop_error is not None:
+        err.write(f"trio-tradovate: the engine stopped: {engine.stop_reason}\n")
+        return 1
+    return 0
+
+
+def main(args: argparse.Namespace, out: TextIO) -> int:
+    """Run ``quotes`` for parsed ``args`` (configuration errors propagate as ``ConfigError``)."""
+    from .cli import config_from_env
+    from .errors import ConfigError
+
+    if not (args.symbols or args.dom or args.chart):
+        raise ConfigError("name at least one SYMBOL, --dom SYMBOL or --chart SYMBOL")
+    config = config_from_env(args, os.environ)
+    if args.md_url:
+        config = replace(config, md_url=args.md_url)
+    with suppress(KeyboardInterrupt):
+        return trio.run(run_quotes, config, args.symbols, args.dom, args.chart, out)
+    return 0
+
+
+__all__ = ["add_arguments", "main", "run_quotes", "update_line"]
