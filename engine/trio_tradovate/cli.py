@@ -91,7 +91,7 @@ async def run_demo(duration: float, seed: int, out: TextIO) -> int:
     from .sim import SimConfig, open_simulator
 
     async with open_simulator(SimConfig(seed=seed)) as sim:
-        config = sim.engine_config(seed=seed)
+        config = sim.engine_config(seed=seed, market_data=True)
         out.write(
             "trio-tradovate demo: engine <-> embedded Tradovate simulator "
             f"(seed {seed}, {duration:g} s)\n"
@@ -105,6 +105,10 @@ async def run_demo(duration: float, seed: int, out: TextIO) -> int:
                     out.write(_format_transition(record, origin) + "\n")
 
             nursery.start_soon(show_transitions)
+            from .cli_quotes import QuoteBoard
+
+            assert engine.market_data is not None
+            board = QuoteBoard([engine.market_data.quotes(s) for s in ("ESZ6", "NQZ6")])
             started = trio.current_time()
             dropped = False
             while trio.current_time() - started < duration:
@@ -115,6 +119,7 @@ async def run_demo(duration: float, seed: int, out: TextIO) -> int:
                         f"({engine.counters['props_events']} events):\n"
                     )
                     out.write(account_view(engine))
+                    out.write("quotes:\n" + board.lines())
                 if not dropped and trio.current_time() - started >= duration / 2:
                     dropped = True
                     out.write(">>> simulator drops every connection now (abrupt TCP drop)\n")

@@ -160,4 +160,24 @@ def main(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-__all__ = ["add_arguments", "main", "run_quotes", "update_line"]
+class QuoteBoard:
+    """The latest quote of a few subscriptions, as one line each (``make demo``)."""
+
+    def __init__(self, subscriptions: Sequence[Subscription]) -> None:
+        self._subscriptions = subscriptions
+        self._latest: dict[Subscription, Any] = {}
+
+    def lines(self) -> str:
+        text = []
+        for subscription in self._subscriptions:
+            with suppress(trio.WouldBlock):
+                self._latest[subscription] = subscription.receive_nowait().value
+            quote = self._latest.get(subscription)
+            bid = getattr(getattr(quote, "bid", None), "price", None)
+            offer = getattr(getattr(quote, "offer", None), "price", None)
+            stale = " (stale)" if subscription.status.stale else ""
+            text.append(f"  {subscription.key.symbol}: bid {bid} / offer {offer}{stale}\n")
+        return "".join(text)
+
+
+__all__ = ["QuoteBoard", "add_arguments", "main", "run_quotes", "update_line"]

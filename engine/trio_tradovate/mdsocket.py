@@ -161,6 +161,21 @@ class Subscription:
             await self._wake.wait()
             self._wake = trio.Event()
 
+    def receive_nowait(self) -> Update:
+        """The next update if one waits (for a conflating kind: the latest).
+
+        Raises:
+            trio.WouldBlock: nothing waits.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("this subscription is closed")
+        if not self._queue:
+            if self._error is not None:
+                raise self._error
+            raise trio.WouldBlock
+        self.delivered += 1
+        return self._queue.popleft()
+
     def __aiter__(self) -> Subscription:
         return self
 

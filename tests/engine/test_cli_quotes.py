@@ -61,3 +61,17 @@ def test_usage_errors_are_one_line_and_exit_2(
     monkeypatch.setenv("TRADOVATE_ACCESS_TOKEN", "t")
     assert main(["quotes", "ESZ6", "--md-url", "http://x"]) == 2
     assert "md_url must be a ws:// or wss:// URL" in capsys.readouterr().err
+
+
+async def test_the_demo_shows_quotes_next_to_the_account(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from trio_tradovate.cli import run_demo
+
+    out = io.StringIO()
+    assert await run_demo(12.0, 1, out) == 0
+    text = out.getvalue()
+    assert "quotes:\n  ESZ6: bid " in text
+    after_drop = text.split("drops every connection")[1]
+    assert "ESZ6: bid " in after_drop  # quotes again after the forced drop
+    assert "bid None" not in after_drop.split("quotes:")[-1]
