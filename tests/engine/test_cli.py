@@ -29,7 +29,7 @@ async def test_demo_shows_transitions_account_and_recovery(
     assert " working, " in text
     assert " fills; cash " in text
     assert "DEMO" in text  # accounts by name
-    assert "1 reconnect(s)" in text
+    assert "2 reconnect(s)" in text  # one per socket
     assert text.rstrip().endswith("entities in store")
 
 
