@@ -244,8 +244,7 @@ class Driver:
             frames = [session.authorize()]
         elif action in (Action.SEND_REQUESTS, Action.RESUBSCRIBE, Action.GO_LIVE):
             frames = session.requests(self.now, self.governor.record)
-        elif action is Action.DELIVER:
-            assert isinstance(event, MarketData)
+        elif action is Action.DELIVER and isinstance(event, MarketData):
             self.delivered.extend(event.updates)
         elif action is Action.NOTE_ANSWER:
             assert isinstance(event, SubscriptionAnswered)
@@ -563,3 +562,76 @@ def test_answers_of_other_requests_are_not_the_registrys() -> None:
     assert not registry.owns(5)
     assert registry.server_state(SubKey(Kind.QUOTE, 1)) is ServerState.ABSENT
     assert math.isinf(registry.next_stale_check())
+
+
+def _hostile(rng: random.Random, ids: list[int]) -> str:
+    """One frame a hostile server might send a market-data socket."""
+    good_quote = {
+        "contractId": rng.choice([101, 102, 999]),
+        "timestamp": "2026-12-07T14:00:00Z",
+        "entries": {"Bid": {"price": 1}},
+    }
+    choices: list[Any] = [
+        "o",
+        "h",
+        'c[3000,"x"]',
+        "a[",
+        "x",
+        "",
+        _a({"e": "md", "d": {"quotes": [good_quote, {"contractId": None}]}}),
+        _a({"e": "md", "d": rng.choice([None, [], "q", {"doms": [{"bids": 3}]}])}),
+        _a(
+            {
+                "e": "chart",
+                "d": {"charts": [{"id": rng.choice(ids or [5]), "bars": [{"timestamp": "nope"}]}]},
+            }
+        ),
+        _a({"e": "chart", "d": {"charts": [{"id": rng.choice(ids or [5]), "eoh": True}, 7]}}),
+        _a({"e": "clock", "d": rng.choice(["{", '{"t":"2019-08-26T16:43:08Z","s":1}', 5])}),
+        _a(
+            {
+                "s": rng.choice([200, 404, 429]),
+                "i": rng.randrange(0, 40),
+                "d": rng.choice([None, {}, "x", {"p-ticket": 5, "p-time": "x"}]),
+            }
+        ),
+        _a({"e": "props", "d": {}}),
+        _a({"e": "shutdown", "d": {"reasonCode": 7}}),
+        b"\x00binary",
+    ]
+    return rng.choice(choices)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_hostile_frames_never_crash_and_never_reach_a_consumer_unasked(seed: int) -> None:
+    rng = random.Random(seed)
+    registry = SubscriptionRegistry()
+    driver = Driver(registry, FakeMdServer())
+    key = SubKey(Kind.QUOTE, "ESZ6")
+    registry.acquire(key)
+    registry.bind(key, 101)
+    driver.connect()
+    driver.pump(2)
+    reconnects = 0
+
+    def live() -> bool:
+        return driver.chart.node is MdNode.LIVE
+
+    for _ in range(300):
+        if not live():  # a close, shutdown or bad answer ended it: the next connection
+            reconnects += 1
+            driver.drop()
+            driver.connect()
+            driver.pump(1)
+        message = _hostile(rng, [])
+        assert driver.session is not None
+        for event in driver.session.receive(message, driver.now):  # type: ignore[arg-type]
+            if not live():
+                break
+            driver.fire(event)
+        driver.pump(0.1, step=0.1)
+    assert driver.generation == reconnects + 1
+    assert registry.server_state(key) in (ServerState.ACTIVE, ServerState.SUBSCRIBING)
+    for update in driver.delivered:
+        assert update.key == key
+        assert getattr(update.value, "contract_id", 101) == 101
