@@ -365,7 +365,7 @@ class MdConversation:
     def session(self, token: auth.AccessToken, *, generation: int, now: float) -> Session:
         return MdSession(
             registry=self.feed.registry,
-            pace=self._ctx.governor.delay,
+            pace=self._pace,
             generation=generation,
             now=now,
             limits=self._limits,
@@ -373,6 +373,14 @@ class MdConversation:
             token_minted_at=token.minted_at,
             renewable=self._ctx.tokens.renewable,
         )
+
+    def _pace(self, endpoint: str, now: float) -> float:
+        """Seconds until ``endpoint`` may go: the shared rate governor, and the engine's
+        request queue's ``p-ticket`` pause and captcha/429 lockout, which hold every socket's
+        requests alike (subscriptions are not cancellations, so a lockout holds them)."""
+        penalty = self._ctx.pipeline.scheduler.penalty
+        held = max(penalty.paused_until, penalty.lockout_until) - now
+        return max(held, self._ctx.governor.delay(endpoint, now))
 
     def act(self, action: Action, event: object, session: Session, generation: int) -> list[str]:
         assert isinstance(session, MdSession)
@@ -389,12 +397,14 @@ class MdConversation:
             return []
         if action is Action.NOTE_ANSWER:
             assert isinstance(event, SubscriptionAnswered)
-            if event.failure is not None:
-                logger.warning(
-                    "subscription %s refused: %s", event.failure.key, event.failure.error
-                )
-                feed.refused(event.failure.key, event.failure.error)
-            return []
+            failure = event.failure
+            if failure is not None and failure.lockout is not None:
+                logger.error("subscription %s: %s", failure.key, failure.error)
+                self._ctx.penalties.lockout(failure.lockout)  # every socket's requests wait
+            elif failure is not None:
+                logger.warning("subscription %s refused: %s", failure.key, failure.error)
+                feed.refused(failure.key, failure.error)
+            return session.requests(trio.current_time(), self._ctx.governor.record)
         if action is Action.RESUBSCRIBE:
             keys = getattr(event, "keys", [])
             logger.warning(

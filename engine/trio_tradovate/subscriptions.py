@@ -284,10 +284,16 @@ class Outgoing:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """The server refused a subscription of ``key``; its consumers are told once."""
+    """The server refused a subscription of ``key``; its consumers are told once.
+
+    With ``lockout`` (``"429"`` or ``"captcha"``) it was no refusal of the key but Tradovate's
+    lockout (P-RL): the consumers are not failed, the key is asked again when the lockout,
+    which the caller starts, is over.
+    """
 
     key: SubKey
     error: str
+    lockout: str | None = None
 
 
 @dataclass
@@ -560,13 +566,24 @@ class SubscriptionRegistry:
         if sub is None:  # pragma: no cover - a key with a request out is never forgotten
             return None
         data = response.data
-        if response.status == 200 and isinstance(data, dict) and "p-ticket" in data:
+        if (
+            response.status == 200
+            and isinstance(data, dict)
+            and "p-ticket" in data
+            and not data.get("p-captcha")
+        ):
             wait = server_wait(data.get("p-time"), what=f"{SUBSCRIBE[key.kind]} p-time")
             sub.server = ServerState.ACTIVE if not subscribe else ServerState.ABSENT
             sub.retry_at = now + wait + PENALTY_MARGIN
             sub.ticket = server_ticket(data["p-ticket"]) if subscribe else None
             self.counters["penalties"] += 1
             return None
+        lockout = _lockout(response)
+        if lockout is not None:
+            self._restore.discard(key)  # answered; asked again when the lockout is over
+            sub.server = ServerState.ACTIVE if not subscribe else ServerState.ABSENT
+            self.counters["lockouts"] += 1
+            return Failure(key, f"{lockout}: Tradovate locked requests out", lockout)
         error = _refusal(response)
         if not subscribe:
             sub.server = ServerState.ABSENT
@@ -759,6 +776,16 @@ def _by_order(sub: _Sub) -> int:
 
 
 _KIND_OF: dict[type, Kind] = {Quote: Kind.QUOTE, Dom: Kind.DOM, Histogram: Kind.HISTOGRAM}
+
+
+def _lockout(response: Response) -> str | None:
+    """``"429"`` or ``"captcha"`` when the answer starts Tradovate's lockout (P-RL)."""
+    if response.status == 429:
+        return "429"
+    data = response.data
+    if response.status == 200 and isinstance(data, dict) and data.get("p-captcha"):
+        return "captcha"
+    return None
 
 
 def _refusal(response: Response) -> str | None:

@@ -273,3 +273,23 @@ async def test_md_beside_the_user_socket_in_one_engine(
         assert roles == ["md", "user"]
     with pytest.raises(EngineStopped):
         await quotes.receive()
+
+
+async def test_a_429_on_a_subscription_locks_out_then_it_is_asked_again(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    sim.rate_limit_429(endpoint="md/subscribequote", times=1)
+    async with open_market_data(md_config(sim, lockout_seconds=60.0)) as md:
+        quotes = md.quotes("ESZ6")
+        with trio.move_on_after(50):
+            await quotes.receive()
+            pytest.fail("no value may come while locked out")
+        assert md.counters["lockouts"] == 1
+        update = await quotes.receive()  # asked again once the lockout is over
+        assert isinstance(update.value, Quote)
+        assert trio.current_time() >= 60.0
+        assert state_of(md) is State.LIVE
+    [socket] = md_sockets(sim)
+    # the 429 answer is the simulator's request gate's (not in its md audit); one accepted
+    assert [r.status for r in sim.md_requests if r.socket == socket][:1] == [200]
+    assert sim.injected["rate_limit_429"] == 1
