@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .replay import REPLAY_URL, ReplayOptions
 from .scheduler import DEFAULT_LIMITS, Window
 from .subscriptions import StaleConfig
 
@@ -311,6 +312,11 @@ class EngineConfig:
     md_url: str | None = None
     #: Seconds without a value after which an active subscription is stale, per kind.
     md_stale: StaleConfig = field(default_factory=StaleConfig)
+    #: Run the market-data socket as a replay socket (``replay_url``): the replay session is
+    #: checked and its clock started before any market data (see ``docs/market-data.md``).
+    replay: ReplayOptions | None = None
+    #: The replay websocket URL (default :data:`~trio_tradovate.replay.REPLAY_URL`).
+    replay_url: str | None = None
     connector: Connector | None = field(default=None, repr=False, compare=False)
     http_transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False, compare=False)
 
@@ -320,7 +326,7 @@ class EngineConfig:
                 "no way to authenticate: give credentials=Credentials(...) or access_token=..."
             )
         websocket_url_for(self.rest_url)  # validates rest_url
-        for name in ("ws_url", "md_url"):
+        for name in ("ws_url", "md_url", "replay_url"):
             url = getattr(self, name)
             if url is None:
                 continue
@@ -331,6 +337,8 @@ class EngineConfig:
             raise ConfigError("no socket to run: set user_sync=True or market_data=True")
         if not isinstance(self.md_stale, StaleConfig):
             raise ConfigError("md_stale must be a StaleConfig(...)")
+        if self.replay is not None and not isinstance(self.replay, ReplayOptions):
+            raise ConfigError("replay must be a ReplayOptions(...)")
         if not 0 < self.heartbeat_interval <= MAX_HEARTBEAT_INTERVAL:
             raise ConfigError(
                 f"heartbeat_interval must be in (0, {MAX_HEARTBEAT_INTERVAL:g}] s, "
@@ -399,7 +407,10 @@ class EngineConfig:
 
     @property
     def market_data_url(self) -> str:
-        """The market-data websocket URL: ``md_url`` if given, else :data:`MARKET_DATA_URL`."""
+        """The market-data socket's URL: ``md_url`` (default :data:`MARKET_DATA_URL`), or for a
+        replay ``replay_url`` (default ``REPLAY_URL``)."""
+        if self.replay is not None:
+            return self.replay_url or REPLAY_URL
         return self.md_url or MARKET_DATA_URL
 
     @property

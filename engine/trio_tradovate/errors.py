@@ -245,3 +245,8 @@ class SubscriptionRefused(TradovateError):
         super().__init__(f"subscription {key} refused: {text}")
         self.key = key
         self.text = text
+
+
+class ReplayRefused(TradovateError):
+    """The replay socket refused the session or its clock (``checkStatus`` not ``OK``, or a
+    bad ``initializeClock``): the replay cannot run as configured."""

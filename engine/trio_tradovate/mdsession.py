@@ -35,9 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .errors import RemoteProtocolError, SyncTimeout
+from .errors import RemoteProtocolError, ReplayRefused, SyncTimeout
 from .marketdata import ClockTick, parse_chart, parse_clock, parse_md
 from .protocol import Push, Response, encode_request
+from .replay import ReplayClock, check_answer
 from .session import (
     Authorized,
     Fault,
@@ -45,6 +46,7 @@ from .session import (
     PhaseTimedOut,
     Session,
     SessionEvent,
+    Unrecoverable,
 )
 from .statechart import MdNode, Node, Trigger
 from .subscriptions import Failure, SubKey, SubscriptionRegistry, Update
@@ -126,6 +128,7 @@ class MdSession(Session):
         *,
         registry: SubscriptionRegistry,
         pace: Callable[[str, float], float],
+        replay: ReplayClock | None = None,
         **common: Any,
     ) -> None:
         super().__init__(**common)
@@ -133,6 +136,12 @@ class MdSession(Session):
         self._pace = pace
         self._due_at = math.inf
         registry.begin(self.generation)
+        #: A replay socket first checks the session and starts the clock (``replay.py``):
+        #: the endpoints still to send, and the id of the one out.
+        self._replay = replay
+        self._preamble = ["replay/checkReplaySession", "replay/initializeClock"] if replay else []
+        self._preamble_id: int | None = None
+        self._replay_ids: set[int] = set()
 
     # -- deadlines ----------------------------------------------------------------------------
 
@@ -155,7 +164,7 @@ class MdSession(Session):
         deadline = super().next_deadline()
         if not self._streaming():
             return deadline
-        if self._node is MdNode.RESTORING and self._registry.restored:
+        if self._node is MdNode.RESTORING and self._restored():
             return -math.inf
         return min(deadline, self._due_at, self._registry.next_stale_check())
 
@@ -164,7 +173,7 @@ class MdSession(Session):
         if events or not self._streaming():
             return events
         out: list[Any] = []
-        if self._node is MdNode.RESTORING and self._registry.restored:
+        if self._node is MdNode.RESTORING and self._restored():
             out.append(RestoreDone())
         stale = self._registry.stale_keys(now)
         if stale:
@@ -189,10 +198,30 @@ class MdSession(Session):
     def _authorize_answer(self, response: Response, now: float) -> SessionEvent:
         answer = super()._authorize_answer(response, now)
         if isinstance(answer, Authorized):
-            return MdAuthorized(self._registry.pending_restore)  # type: ignore[return-value]
+            pending = self._registry.pending_restore + len(self._preamble)
+            return MdAuthorized(pending)  # type: ignore[return-value]
         return answer
 
+    def _restored(self) -> bool:
+        return not self._preamble and self._registry.restored
+
     def _on_response(self, response: Response, now: float) -> SessionEvent:
+        if response.request_id in self._replay_ids:
+            self._replay_ids.discard(response.request_id)
+            self._due_at = now
+            if response.request_id != self._preamble_id:
+                return SubscriptionAnswered(None)  # type: ignore[return-value]  # changeSpeed
+            self._preamble_id = None
+            endpoint = self._preamble.pop(0)
+            why = check_answer(response.data) if endpoint.endswith("Session") else None
+            if response.status != 200:
+                why = str(response.data)[:200]
+            if why is not None:
+                error = ReplayRefused(f"{endpoint} refused: {why}")
+                return Unrecoverable(Fault("replay_refused", error))
+            if self._replay is not None and not self._preamble:
+                self._replay.initialized()
+            return SubscriptionAnswered(None)  # type: ignore[return-value]
         if self._registry.owns(response.request_id):
             failure = self._registry.answered(response, now)
             self._due_at = now  # the next request of a key may follow its answer
@@ -213,9 +242,12 @@ class MdSession(Session):
             return MarketData(updates, len(errors))  # type: ignore[return-value]
         if kind == "clock":
             try:
-                return ClockEvent(parse_clock(push.data))  # type: ignore[return-value]
+                tick = parse_clock(push.data)
             except RemoteProtocolError as exc:
                 return MalformedInput(exc)
+            if self._replay is not None:
+                self._replay.seen(tick)
+            return ClockEvent(tick)  # type: ignore[return-value]
         return super()._on_push(push, now)
 
     # -- what the table's actions send ------------------------------------------------------------
@@ -223,6 +255,12 @@ class MdSession(Session):
     def requests(self, now: float, record: Callable[[str, float], None]) -> list[str]:
         """The frames of the registry's plan for ``now``; ``record`` counts each one sent
         against the shared rate budget."""
+        if self._preamble or self._replay is not None:
+            replay = self._replay_requests(now, record)
+            if self._preamble:
+                return replay  # no market data before the clock runs
+        else:
+            replay = []
         budget = self._pace
 
         def pace(endpoint: str, when: float) -> float:
@@ -238,4 +276,31 @@ class MdSession(Session):
             self._registry.sent(request, request_id, now)
             frames.append(encode_request(request.endpoint, request_id, None, request.body))
         self._due_at = min(self._due_at, later)
-        return frames
+        return replay + frames
+
+    def _replay_requests(self, now: float, record: Callable[[str, float], None]) -> list[str]:
+        """The next replay request owed: the preamble one at a time, then speed changes."""
+        clock = self._replay
+        assert clock is not None
+        if self._preamble:
+            if self._preamble_id is not None:
+                return []  # its answer comes first
+            endpoint = self._preamble[0]
+            body = clock.check_body() if endpoint.endswith("Session") else clock.initialize_body()
+        else:
+            change = clock.take_speed_change()
+            if change is None:
+                return []
+            endpoint, body = "replay/changeSpeed", change
+        wait = self._pace(endpoint, now)
+        if wait > 0:
+            self._due_at = min(self._due_at, now + wait)
+            if endpoint == "replay/changeSpeed":
+                clock.change_speed(clock.speed)  # still owed
+            return []
+        record(endpoint, now)
+        request_id = next(self.request_ids)
+        self._replay_ids.add(request_id)
+        if self._preamble:
+            self._preamble_id = request_id
+        return [encode_request(endpoint, request_id, None, body)]

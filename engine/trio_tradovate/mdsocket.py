@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from . import auth
-from .errors import EngineStopped, SubscriptionRefused
+from .errors import ConfigError, EngineStopped, SubscriptionRefused
 from .marketdata import ClockTick, Dom, Histogram, Quote
 from .mdsession import ClockEvent, MarketData, MdSession, SubscriptionAnswered
+from .replay import ReplayClock, ReplayOptions
 from .session import Limits, Session
 from .statechart import MARKET_DATA_TABLE, Action, State, Table, Trigger
 from .subscriptions import (
@@ -212,8 +213,10 @@ class MarketDataFeed:
     asked for by the socket's own loop (paced, and again after every reconnect).
     """
 
-    def __init__(self, registry: SubscriptionRegistry) -> None:
+    def __init__(self, registry: SubscriptionRegistry, replay: ReplayClock | None = None) -> None:
         self.registry = registry
+        #: The replay clock's position and speed, when this is a replay socket.
+        self.replay = replay
         self._consumers: dict[SubKey, list[Subscription]] = {}
         self._clock_watchers: list[trio.MemorySendChannel[ClockTick]] = []
         self._supervisor: SocketSupervisor | None = None
@@ -267,6 +270,14 @@ class MarketDataFeed:
     def _wake(self) -> None:
         if self._supervisor is not None:
             self._supervisor.wake()
+
+    def change_speed(self, speed: int) -> None:
+        """Ask the replay clock for ``speed`` (0 to 400); sent at once, and kept for the clock
+        started after a reconnect."""
+        if self.replay is None:
+            raise ConfigError("change_speed needs a replay socket: EngineConfig(replay=...)")
+        self.replay.change_speed(speed)
+        self._wake()
 
     def watch_clock(self, buffer: int = 64) -> trio.MemoryReceiveChannel[ClockTick]:
         """A channel of replay ``clock`` ticks (dropped for this watcher when it is full)."""
@@ -368,6 +379,7 @@ class MdConversation:
             pace=self._pace,
             generation=generation,
             now=now,
+            replay=self.feed.replay,
             limits=self._limits,
             token=token.md_token or token.token,
             token_minted_at=token.minted_at,
@@ -421,7 +433,9 @@ def market_data_socket(
     """A supervisor for a market-data socket and the feed the application reads."""
     from .supervisor import SocketSupervisor
 
-    feed = MarketDataFeed(SubscriptionRegistry(stale=context.config.md_stale))
+    config = context.config
+    replay = ReplayClock(config.replay) if config.replay is not None else None
+    feed = MarketDataFeed(SubscriptionRegistry(stale=config.md_stale), replay)
     supervisor = SocketSupervisor(context, index, conversation=MdConversation(context, feed))
     feed.attach(supervisor)
     return supervisor, feed
@@ -444,6 +458,24 @@ async def open_market_data(config: EngineConfig) -> AsyncIterator[MarketDataFeed
         yield _feed_of(engine)
 
 
+@asynccontextmanager
+async def open_replay(
+    config: EngineConfig, options: ReplayOptions
+) -> AsyncIterator[MarketDataFeed]:
+    """Run a replay socket alone: :func:`open_market_data` with ``config.replay = options``.
+
+    The replay session is checked (``replay/checkReplaySession``) and its clock started
+    (``replay/initializeClock``) before any subscription is asked for; ``clock`` ticks come
+    from :meth:`MarketDataFeed.watch_clock`, the speed changes with
+    :meth:`MarketDataFeed.change_speed`. A refused session stops the engine with
+    ``ReplayRefused``.
+    """
+    from dataclasses import replace as replace_config
+
+    async with open_market_data(replace_config(config, replay=options)) as feed:
+        yield feed
+
+
 def _feed_of(engine: Engine) -> MarketDataFeed:
     feed = engine.market_data
     assert feed is not None
@@ -456,4 +488,5 @@ __all__ = [
     "Subscription",
     "SubscriptionStatus",
     "open_market_data",
+    "open_replay",
 ]

@@ -9,25 +9,32 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 import trio
 
 from trio_tradovate import (
     Bar,
     ChartSpec,
+    ConfigError,
     EndOfHistory,
     EngineConfig,
     EngineStopped,
     MarketDataFeed,
     Quote,
+    ReplayOptions,
+    ReplayRefused,
     StaleConfig,
     State,
     Subscription,
     open_engine,
     open_market_data,
+    open_replay,
 )
+from trio_tradovate.marketdata import parse_time
 from trio_tradovate.sim import Simulator
 
 
@@ -293,3 +300,61 @@ async def test_a_429_on_a_subscription_locks_out_then_it_is_asked_again(
     # the 429 answer is the simulator's request gate's (not in its md audit); one accepted
     assert [r.status for r in sim.md_requests if r.socket == socket][:1] == [200]
     assert sim.injected["rate_limit_429"] == 1
+
+
+REPLAY_START = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+
+
+async def test_replay_checks_starts_the_clock_streams_and_resumes_after_a_drop(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    options = ReplayOptions(REPLAY_START, speed=10)
+    async with open_replay(md_config(sim), options) as md:
+        clock = md.watch_clock()
+        quotes = md.quotes("ESZ6")
+        assert isinstance((await quotes.receive()).value, Quote)
+        tick = await clock.receive()
+        assert tick.speed == 10
+        assert tick.time >= REPLAY_START
+        md.change_speed(20)
+        while (await clock.receive()).speed != 20:
+            pass
+        await trio.sleep(5)
+        assert md.replay is not None
+        seen = md.replay.time
+        assert seen is not None
+        await sim.drop_connections(where=lambda audit: audit.role == "replay")
+        await trio.sleep(10)
+        assert state_of(md) is State.LIVE
+        await quotes.receive()
+        assert (await clock.receive()).speed == 20  # the speed asked for survives the drop
+    replays = [audit for audit in sim.sockets if audit.role == "replay"]
+    assert len(replays) == 2
+    for audit in replays:
+        endpoints = [r.endpoint.lower() for r in audit.requests]
+        assert endpoints[:4] == [
+            "authorize",
+            "replay/checkreplaysession",
+            "replay/initializeclock",
+            "md/subscribequote",
+        ]
+    second_init = next(
+        r for r in replays[1].requests if r.endpoint.lower() == "replay/initializeclock"
+    )
+    resumed = parse_time(orjson.loads(second_init.body)["startTimestamp"])
+    assert resumed >= seen  # resumed where the replay was, not from its start
+    assert orjson.loads(second_init.body)["speed"] == 20
+
+
+async def test_a_refused_replay_stops_with_a_typed_error(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    options = ReplayOptions(datetime(2020, 1, 6, 10, 0, tzinfo=UTC))
+    async with open_replay(md_config(sim), options) as md:
+        quotes = md.quotes("ESZ6")
+        with pytest.raises(EngineStopped) as stopped:
+            await quotes.receive()
+    assert isinstance(stopped.value.error, ReplayRefused)
+    assert state_of(md) is State.STOPPED
+    with pytest.raises(ConfigError, match="0 to 400"):
+        md.change_speed(401)
