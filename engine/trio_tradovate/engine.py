@@ -42,6 +42,7 @@ from .delivery import ChangeStream
 from .errors import ConfigError, EngineStopped, TradovateError
 from .feed import ChangeFeed, FillLedger
 from .mdsocket import MarketDataFeed, market_data_socket
+from .orders import Orders
 from .penalty import PenaltyRegion
 from .pipeline import Request, RequestPipeline
 from .protocol import encode_request
@@ -128,6 +129,8 @@ class Engine:
         self.store = EntityStore(shared=config.shards > 1)
         #: Typed, read-only views of :attr:`store` (orders of an account, a position, ...).
         self.views = StoreViews(self.store)
+        #: Typed orders: place, modify, cancel, liquidate; handles that follow the store.
+        self.orders = Orders(self)
         #: Counts of what happened: frames, malformed input, faults by kind, reconnects.
         self.counters: Counter[str] = Counter()
         self._keeper = auth.TokenKeeper(
@@ -158,7 +161,7 @@ class Engine:
             self._feed,
             entity_types=entity_types,
             counters=self.counters,
-            wake=self._changes.wake,
+            wake=self._store_written,
         )
         self._scheduler = RequestScheduler(
             RateGovernor(config.rate_limits), lockout=config.lockout_seconds
@@ -333,9 +336,15 @@ class Engine:
     def _wall_stamp(self) -> str:
         return self.config.wall_clock().isoformat()
 
+    def _store_written(self) -> None:
+        """The writer changed the store: wake the change stream and order handles' waiters."""
+        self._changes.wake()
+        self.orders.store_written()
+
     def _on_record(self, record: TransitionRecord) -> None:
         """Every chart reports its records here (one merged, ordered log)."""
         self._records.append(record)
+        self.orders.on_transition(record)
         if self._audit is not None:
             self._audit.write(orjson.dumps(record.as_dict()) + b"\n")
             self._audit.flush()

@@ -72,6 +72,7 @@ async def test_penalized_order_is_not_executed_until_the_ticketed_resend(
             "symbol": "ESZ6",
             "orderQty": 2,
             "orderType": "Limit",
+            "price": 100.0,
             "isAutomated": True,
         }
         before = sim.truth()
@@ -84,7 +85,8 @@ async def test_penalized_order_is_not_executed_until_the_ticketed_resend(
             "order/placeorder", 2, "", with_ticket(penalty["d"]["p-ticket"], order)
         )
         new = set(sim.truth()) - set(before)
-        assert new == {("order", placed["d"]["orderId"])}
+        assert {k for k in new if k[0] == "order"} == {("order", placed["d"]["orderId"])}
+        assert {k[0] for k in new} == {"order", "orderVersion", "command"}
 
 
 async def test_too_early_resend_is_penalized_again(

@@ -81,3 +81,15 @@ class SimConfig:
     md_history_days: int = 2
     #: Most elements (bars or ticks) one ``md/getChart`` history returns.
     md_max_elements: int = 5000
+
+    def __post_init__(self) -> None:
+        steps = 60 / self.md_step_interval if self.md_step_interval > 0 else 0.0
+        if abs(steps - round(steps)) > 1e-9 or round(steps) < 40:
+            raise ValueError(
+                f"md_step_interval must divide 60 s into at least 40 steps, got "
+                f"{self.md_step_interval!r} (1.0, 0.5, 0.25 ... work)"
+            )
+        if self.md_history_days < 0:
+            raise ValueError(f"md_history_days must be >= 0, got {self.md_history_days!r}")
+        if self.md_max_elements < 1:
+            raise ValueError(f"md_max_elements must be >= 1, got {self.md_max_elements!r}")

@@ -1,7 +1,10 @@
 """One socket's market-data subscriptions and what they stream (sans-I/O).
 
 A :class:`MdFeed` belongs to a market-data or replay socket. It answers the ``md/*`` requests
-(tradovate-protocol.md §7) and, each time :meth:`MdFeed.advance` is called with the socket's
+(Tradovate's market-data request reference,
+https://partner.tradovate.com/overview/core-concepts/web-sockets/market-data/market-data-request-reference,
+and the chart tutorials EX-10/EX-11 of https://github.com/tradovate/example-api-js) and, each
+time :meth:`MdFeed.advance` is called with the socket's
 market time, returns the ``md`` and ``chart`` events that became due since the last call.
 
 Choices where the reference is silent (documented in ``docs/simulator.md``):
@@ -11,7 +14,8 @@ Choices where the reference is silent (documented in ``docs/simulator.md``):
 * subscribing twice to one contract is idempotent (one stream); unsubscribing something not
   subscribed is a 200 as well (the audit shows it);
 * an unknown symbol is ``s:404`` with ``d`` ``"Unknown symbol: <symbol>"``; a bad body is
-  ``s:400`` with a string ``d`` saying what is wrong (§3: non-2xx ``d`` is a string).
+  ``s:400`` with a string ``d`` saying what is wrong (non-2xx ``d`` is a string, as
+  everywhere on Tradovate's websocket).
 """
 
 from __future__ import annotations
@@ -71,8 +75,6 @@ class FeedFaults:
     frozen: dict[tuple[str, int], bool] = field(default_factory=dict)
     #: Send quote/DOM/histogram updates only on every Nth step (the rest are discarded).
     conflate_every: int | None = None
-    #: Realtime chart packets still to discard (tick charts: an id gap).
-    chart_gap: int = 0
     #: While set, md feeds send nothing at all and their sockets send no ``h`` either.
     silent: bool = False
     #: While set, the market is quiet: no updates, so the socket sends ``h`` when idle.
@@ -88,6 +90,8 @@ class ChartSub:
     contract_id: int
     kind: str  # "Tick", "MinuteBar" or "DailyBar"
     minutes: int  # bar length in minutes (0 for ticks)
+    #: Realtime steps still to discard (``chart_gap``).
+    gap: int = 0
 
 
 @dataclass(frozen=True)
@@ -143,13 +147,22 @@ class MdFeed:
         self.last_step: int | None = None
         self._last_minute: dict[int, int] = {}
 
+    def reset(self) -> None:
+        """Forget every subscription (a replay clock (re)started: a new market time line)."""
+        self.quotes.clear()
+        self.doms.clear()
+        self.histograms.clear()
+        self.charts.clear()
+        self.last_step = None
+        self._last_minute.clear()
+
     def active(self) -> bool:
         return bool(self.quotes or self.doms or self.histograms or self.charts)
 
     def live(self) -> frozenset[tuple[str, str]]:
         """``(kind, contract name)`` of every live subscription; charts as ``"chart"``."""
         names = {
-            kind: {self.market.process(c).instrument.name for c in ids}
+            kind: {self.market.instrument(c).name for c in ids}
             for kind, ids in (
                 ("quote", self.quotes),
                 ("dom", self.doms),
@@ -158,8 +171,7 @@ class MdFeed:
         }
         found = {(kind, name) for kind, group in names.items() for name in group}
         found |= {
-            ("chart", self.market.process(c.contract_id).instrument.name)
-            for c in self.charts.values()
+            ("chart", self.market.instrument(c.contract_id).name) for c in self.charts.values()
         }
         return frozenset(found)
 
@@ -170,9 +182,10 @@ class MdFeed:
     ) -> tuple[int, Any, list[dict[str, Any]]]:
         """Answer one ``md/*`` request at market time ``wall``: (status, d, events to send
         right after the answer, in order). ``d`` is ``None`` for a bare ``{"s":200,"i":n}``."""
-        record = MdRecord(now, self.socket, lower, request_id, body)
-        self.records.append(record)
-        self.log.append(record)
+        record = self._record(lower, request_id, body, now)
+        if lower not in MD_ENDPOINTS:
+            record.status = 404
+            return 404, f"Not found: {lower}", []
         try:
             request = _object(body)
             if lower in _SUBSCRIBE:
@@ -186,8 +199,17 @@ class MdFeed:
         except MdRequestError as exc:
             record.status = exc.status
             return exc.status, str(exc), []
-        record.status = 404
-        return 404, f"Not found: {lower}", []
+        raise AssertionError(f"unhandled md endpoint {lower}")  # MD_ENDPOINTS is exhaustive
+
+    def refuse(self, lower: str, request_id: int, body: str, now: float, status: int) -> None:
+        """Audit a request the socket refused before the feed could handle it."""
+        self._record(lower, request_id, body, now).status = status
+
+    def _record(self, lower: str, request_id: int, body: str, now: float) -> MdRecord:
+        record = MdRecord(now, self.socket, lower, request_id, body)
+        self.records.append(record)
+        self.log.append(record)
+        return record
 
     def _instrument(self, request: dict[str, Any], record: MdRecord) -> Instrument:
         if "symbol" not in request:
@@ -232,7 +254,7 @@ class MdFeed:
         if not isinstance(sub_id, int) or isinstance(sub_id, bool):
             raise MdRequestError(400, "subscriptionId must be an integer")
         record.symbol = sub_id
-        # §13.11: the realtime id is the documented one; a historical id is accepted too
+        # The partner reference and EX-10 cancel by realtimeId; a historical id is accepted too
         # (one sample client sends it).
         for key, chart in list(self.charts.items()):
             if sub_id in (chart.realtime_id, chart.historical_id):
@@ -290,6 +312,8 @@ class MdFeed:
         self, request: dict[str, Any], wall: float, record: MdRecord
     ) -> tuple[int, Any, list[dict[str, Any]]]:
         instrument = self._instrument(request, record)
+        if self.faults.frozen.get(("chart", instrument.contract_id)):
+            del self.faults.frozen[("chart", instrument.contract_id)]
         kind, minutes = self._description(request.get("chartDescription"))
         window = self._time_range(request.get("timeRange"))
         g_now = self.market.step_at(wall)
@@ -466,18 +490,23 @@ class MdFeed:
             "offerVolume": volume - bid_volume,
         }
 
+    def add_gap(self, count: int) -> None:
+        """``chart_gap``: each chart of this feed discards its next ``count`` steps."""
+        for chart in self.charts.values():
+            chart.gap += count
+
     def _realtime(self, chart: ChartSub, first: int, last: int) -> list[dict[str, Any]]:
-        """Realtime packets for steps ``first..last`` (``chart_gap`` discards some)."""
+        """Realtime packets for steps ``first..last``, less the steps a ``chart_gap`` still
+        discards: tick ids a tick chart never sends, or bars that never arrive when whole
+        bars fall in the gap."""
+        skipped = min(chart.gap, last - first + 1)
+        chart.gap -= skipped
+        first += skipped
+        if first > last:
+            return []
         proc = self.market.process(chart.contract_id)
         if chart.kind == "Tick":
-            steps = list(range(first, last + 1))
-            while steps and self.faults.chart_gap > 0:
-                steps.pop(0)
-                self.faults.chart_gap -= 1
-            if not steps:
-                return []
-            kept = range(steps[0], steps[-1] + 1)
-            return [self._tick_packet(proc, chart.realtime_id, "rt", kept)]
+            return [self._tick_packet(proc, chart.realtime_id, "rt", range(first, last + 1))]
         per_bar = chart.minutes * self.market.per_minute
         # Each bar the steps touched, as it stands after its last touched step: a bar that
         # closed in between is sent in its final form before the next one starts.

@@ -260,9 +260,11 @@ class Market:
         history_days: int,
         interval: float,
     ) -> None:
-        per_minute = 60 / interval
+        per_minute = 60 / interval if interval > 0 else 0.0
         if abs(per_minute - round(per_minute)) > 1e-9 or round(per_minute) < 40:
             raise ValueError("md_step_interval must divide 60 s into at least 40 steps")
+        if history_days < 0:
+            raise ValueError("md_history_days must be >= 0")
         midnight = epoch.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         self.origin = midnight.timestamp() - history_days * 86_400.0
         self.interval = interval
@@ -276,7 +278,7 @@ class Market:
     # -- lookup ---------------------------------------------------------------------------
 
     def resolve(self, symbol: object) -> Instrument | None:
-        """A contract by name (case-insensitive) or id (§7: ``{"symbol": "ESM7" | 123456}``)."""
+        """A contract by name (case-insensitive) or id (``{"symbol": "ESM7" | 123456}``)."""
         if isinstance(symbol, bool):
             return None
         if isinstance(symbol, int):
@@ -287,6 +289,9 @@ class Market:
                 return self._instruments.get(int(symbol))
             return found
         return None
+
+    def instrument(self, contract_id: int) -> Instrument:
+        return self._instruments[contract_id]
 
     def process(self, contract_id: int) -> PriceProcess:
         found = self._processes.get(contract_id)
@@ -330,7 +335,7 @@ class Market:
     # -- wire values ----------------------------------------------------------------------
 
     def quote(self, contract_id: int, g: int) -> dict[str, Any]:
-        """§7 quote after step ``g``: every documented entry kind except ``EmptyBook`` (the
+        """The quote after step ``g``: every documented entry kind except ``EmptyBook`` (the
         simulated book is never empty)."""
         proc = self.process(contract_id)
         ts = proc.instrument.tick_size
@@ -358,7 +363,7 @@ class Market:
         }
 
     def dom(self, contract_id: int, g: int) -> dict[str, Any]:
-        """§7 DOM after step ``g``: ten levels a side, best first."""
+        """The DOM after step ``g``: ten levels a side, best first."""
         proc = self.process(contract_id)
         ts = proc.instrument.tick_size
         step = proc.step(g)
@@ -376,7 +381,7 @@ class Market:
         }
 
     def histogram(self, contract_id: int, g: int) -> dict[str, Any]:
-        """§7 histogram of the trade date, over its *completed* minutes: each minute's volume
+        """The histogram of the trade date, over its *completed* minutes: each minute's volume
         spread evenly over its ``[low, high]`` (the remainder at its close). ``items`` maps
         the offset in ticks from ``base`` (the last trade) to the volume at that price."""
         proc = self.process(contract_id)

@@ -152,6 +152,8 @@ class Simulator:
         self._conns: list[_Conn] = []
         self._refuse_until: float | None = None
         self._md_wanted = trio.Event()  # set while some socket has a subscription
+        #: One-shot ``drop_on_request`` trap: (lower-case endpoint, process the request first).
+        self._drop_trap: tuple[str, bool] | None = None
 
     def __repr__(self) -> str:
         return f"<Simulator seed={self.config.seed} live={len(self._conns)}>"
@@ -358,12 +360,16 @@ class Simulator:
         self._core.feed_faults.conflate_every = every
 
     def chart_gap(self, count: int) -> None:
-        """Discard the next ``count`` realtime ticks of every tick chart (each socket's
-        stream then skips tick ids), as the server does with out-of-date data."""
+        """Every open chart discards its next ``count`` realtime steps, as the server does with
+        out-of-date data: a tick chart skips ``count`` tick ids; a bar chart skips the bars
+        that fall wholly in the gap (``count`` >= the bar length in steps), which shows as a
+        jump in bar timestamps. Charts opened later are not affected."""
         if count < 1:
             raise ValueError("count must be >= 1")
         self._core.injected["chart_gap"] += 1
-        self._core.feed_faults.chart_gap += count
+        for session in self._core.sessions:
+            if session.feed is not None:
+                session.feed.add_gap(count)
 
     def silence_market(self, on: bool = True) -> None:
         """While on, market-data and replay sockets send nothing at all, neither data nor
@@ -372,6 +378,14 @@ class Simulator:
         if on:
             self._core.injected["silence_market"] += 1
         self._core.feed_faults.silent = on
+        self._kick()
+
+    def throttle_replay(self) -> None:
+        """Every initialized replay clock stops: speed 0, the "throttled" state, announced
+        in a ``clock`` event with ``"s":0``; ``replay/changeSpeed`` restarts it."""
+        self._core.injected["throttle_replay"] += 1
+        for session in self._core.sessions:
+            session.throttle_replay(trio.current_time())
         self._kick()
 
     def quiet_market(self, on: bool = True) -> None:
@@ -442,6 +456,43 @@ class Simulator:
         websocket, HTTP 429 with an empty body on REST (§8, P-RL-old)."""
         self._core.injected["rate_limit_429"] += 1
         self._core.gate.add_429(endpoint=endpoint, times=times)
+
+    def drop_on_request(self, endpoint: str, *, processed: bool) -> None:
+        """Drop the socket (as :meth:`drop_connections`) when the next ``endpoint`` request
+        arrives: with ``processed`` the server acts on it first and its answer is lost with
+        the connection; without, it never reads it. Either way the client cannot tell which
+        happened, which is what an order placed into a dying connection looks like."""
+        self._core.injected["drop_on_request"] += 1
+        self._drop_trap = (endpoint.strip().lower(), processed)
+
+    def _trapped(self, conn: _Conn, message: str) -> bool:
+        """Spring the ``drop_on_request`` trap if ``message`` is its request."""
+        trap = self._drop_trap
+        if trap is None or message.split("\n", 1)[0].strip().lower() != trap[0]:
+            return False
+        self._drop_trap = None
+        now = trio.current_time()
+        if trap[1]:
+            conn.session.receive(message, now)
+        conn.session.finished("dropped", now)
+        conn.cancel_scope.cancel()
+        self._kick()  # the other sockets send what the request changed
+        return True
+
+    def market_price(self, symbol: str) -> float:
+        """The simulated market price of a contract (by name); orders whose price it has
+        reached fill when placed or modified."""
+        contract = self._core.world.find_contract(symbol)
+        if contract is None:
+            raise KeyError(symbol)
+        return self._core.world.price(int(contract["id"]))
+
+    def fill_order(self, order_id: int) -> None:
+        """Fill a working order now, at the market price (the market traded through it):
+        its ``props`` go out as for any fill, and an OSO entry's brackets start working."""
+        now = trio.current_time()
+        self._core.broadcast(self._core.world.fill_order(now, order_id), now)
+        self._kick()
 
     def pause_activity(self) -> None:
         """Stop generating account events (mutations through requests still happen)."""
@@ -552,6 +603,8 @@ class Simulator:
                 if isinstance(message, bytes):
                     session.audit.violations.append("binary frame")
                     message = message.decode("utf-8", errors="replace")
+                if self._trapped(conn, message):
+                    return
                 session.receive(message, trio.current_time())
                 self._kick()
         except ConnectionClosed as exc:
