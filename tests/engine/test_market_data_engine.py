@@ -358,3 +358,27 @@ async def test_a_refused_replay_stops_with_a_typed_error(
     assert state_of(md) is State.STOPPED
     with pytest.raises(ConfigError, match="0 to 400"):
         md.change_speed(401)
+
+
+async def test_a_given_access_token_authorizes_the_md_socket_without_an_md_token(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = md_config(sim, credentials=None, access_token=sim.issue_token())
+    async with open_market_data(config) as md, md.quotes("ESZ6") as quotes:
+        assert isinstance((await quotes.receive()).value, Quote)
+    [socket] = [audit for audit in sim.sockets if audit.role == "md"]
+    assert [r.endpoint for r in socket.requests][0] == "authorize"
+
+
+async def test_md_transitions_are_recorded_with_the_engines(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_engine(md_config(sim, market_data=True)) as engine:
+        await engine.wait_for(State.LIVE)
+        assert engine.market_data is not None
+        await engine.market_data.quotes("ESZ6").receive()
+    md_records = [r for r in engine.transitions if r.shard == 1]
+    assert [r.dest_node for r in md_records][:3] == ["connecting", "authenticating", "live"]
+    assert md_records[-1].dest_node == "stopped"
+    assert {r.shard for r in engine.transitions if r.region == "connection"} == {0}
+    assert {r.region for r in md_records} == {"marketdata"}
