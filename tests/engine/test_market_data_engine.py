@@ -367,7 +367,7 @@ async def test_a_given_access_token_authorizes_the_md_socket_without_an_md_token
     async with open_market_data(config) as md, md.quotes("ESZ6") as quotes:
         assert isinstance((await quotes.receive()).value, Quote)
     [socket] = [audit for audit in sim.sockets if audit.role == "md"]
-    assert [r.endpoint for r in socket.requests][0] == "authorize"
+    assert [r.endpoint.lower() for r in socket.requests[:2]] == ["authorize", "md/subscribequote"]
 
 
 async def test_md_transitions_are_recorded_with_the_engines(
