@@ -24,6 +24,7 @@ import trio
 from .config import ENVIRONMENTS, EngineConfig
 from .engine import open_engine
 from .errors import EngineStopped, SubscriptionRefused
+from .marketdata import Bar, Dom, Quote
 from .mdsocket import MarketDataFeed, Subscription
 from .statechart import State
 from .subscriptions import ChartSpec, EndOfHistory, Update
@@ -70,6 +71,40 @@ def update_line(update: Update) -> str:
     )
 
 
+def summary(update: Update) -> str:
+    """One human line for the live table: the latest of one subscription."""
+    value = update.value
+    name = f"{update.key.kind.value:9} {update.key.symbol!s:10}"
+    if isinstance(value, Quote):
+        bid, offer, trade = value.bid, value.offer, value.trade
+        return (
+            f"{name} bid {_price(bid)} x {_size(bid)}  offer {_price(offer)} x {_size(offer)}"
+            f"  last {_price(trade)}"
+        )
+    if isinstance(value, Dom):
+        best_bid = value.bids[0].price if value.bids else None
+        best_offer = value.offers[0].price if value.offers else None
+        return f"{name} best bid {best_bid}  best offer {best_offer}  ({len(value.bids)} levels)"
+    if isinstance(value, Bar):
+        ohlc = f"O {value.open:g} H {value.high:g} L {value.low:g} C {value.close:g}"
+        return f"{name} {value.timestamp:%H:%M} {ohlc}"
+    if isinstance(value, EndOfHistory):
+        return f"{name} history complete"
+    return f"{name} {type(value).__name__}"
+
+
+def _price(entry: Any) -> str:
+    return "-" if entry is None or entry.price is None else f"{entry.price:g}"
+
+
+def _size(entry: Any) -> str:
+    return "-" if entry is None or entry.size is None else f"{entry.size:g}"
+
+
+#: Redraw the live table at most this often (seconds).
+REDRAW = 0.25
+
+
 def subscriptions_for(
     md: MarketDataFeed, symbols: Sequence[str], doms: Sequence[str], charts: Sequence[str]
 ) -> list[Subscription]:
@@ -97,9 +132,13 @@ async def run_quotes(
 ) -> int:
     """Print every update of the asked subscriptions; see the module docstring.
 
-    ``until(lines)`` (tests) stops after a number of update lines.
+    ``until(lines)`` (tests) stops after a number of update lines. When ``out`` is a terminal
+    the updates are shown as a live table (one row per subscription) instead of JSON lines.
     """
     printed = 0
+    table = out.isatty()
+    rows: dict[Any, str] = {}
+    drawn_at = -REDRAW
     config = replace(config, market_data=True, user_sync=False)
     async with trio.open_nursery() as nursery, open_engine(config) as engine:
         transitions = engine.watch_transitions()
@@ -109,16 +148,26 @@ async def run_quotes(
 
         async def print_transitions() -> None:
             async for record in transitions:
-                out.write(orjson.dumps({"type": "transition", **record.as_dict()}).decode() + "\n")
-                out.flush()
+                if not table:
+                    line = {"type": "transition", **record.as_dict()}
+                    out.write(orjson.dumps(line).decode() + "\n")
+                    out.flush()
 
         async def print_updates(subscription: Subscription) -> None:
             nonlocal printed
             try:
                 async for update in subscription:
-                    out.write(update_line(update))
-                    out.flush()
+                    nonlocal drawn_at
                     printed += 1
+                    if table:
+                        rows[update.key] = summary(update)
+                        if trio.current_time() - drawn_at >= REDRAW:
+                            drawn_at = trio.current_time()
+                            out.write("\x1b[H\x1b[2J" + "\n".join(rows.values()) + "\n")
+                            out.flush()
+                    else:
+                        out.write(update_line(update))
+                        out.flush()
                     if until is not None and until(printed):
                         nursery.cancel_scope.cancel()
             except SubscriptionRefused as exc:

@@ -75,3 +75,25 @@ async def test_the_demo_shows_quotes_next_to_the_account(
     after_drop = text.split("drops every connection")[1]
     assert "ESZ6: bid " in after_drop  # quotes again after the forced drop
     assert "bid None" not in after_drop.split("quotes:")[-1]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_a_terminal_gets_a_live_table(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    out = Terminal()
+    code = await run_quotes(
+        sim.engine_config(), ["ESZ6", "NQZ6"], [], [], out, stop_signals=(), until=lambda n: n >= 40
+    )
+    assert code == 0
+    screens = out.getvalue().split("\x1b[H\x1b[2J")[1:]
+    assert len(screens) >= 5
+    last = screens[-1].splitlines()
+    assert len(last) == 2  # one row per subscription, redrawn in place
+    assert last[0].startswith("quote     ESZ6")
+    assert " bid " in last[0]
+    assert '"type"' not in out.getvalue()  # no JSON on a terminal
