@@ -382,3 +382,23 @@ async def test_md_transitions_are_recorded_with_the_engines(
     assert md_records[-1].dest_node == "stopped"
     assert {r.shard for r in engine.transitions if r.region == "connection"} == {0}
     assert {r.region for r in md_records} == {"marketdata"}
+
+
+async def test_server_side_discarding_is_counted(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    spec = ChartSpec("Tick", 1, "UnderlyingUnits", as_much_as_elements=5)
+    async with open_market_data(md_config(sim)) as md, md.chart("ESZ6", spec) as chart:
+        ids: list[int] = []
+        async for update in chart:
+            if isinstance(update.value, EndOfHistory):
+                break
+            ids.append(update.value.id)  # type: ignore[union-attr]
+        assert md.counters.get("tick_id_gaps", 0) == 0
+        sim.chart_gap(3)
+        with trio.move_on_after(20):
+            async for update in chart:
+                ids.append(update.value.id)  # type: ignore[union-attr]
+        assert md.counters["tick_id_gaps"] == 1
+        jumps = [b - a for a, b in itertools.pairwise(ids) if b - a != 1]
+        assert jumps == [4]  # three ticks discarded by the server, seen as one jump
