@@ -46,6 +46,7 @@ from .session import (
     PhaseTimedOut,
     Session,
     SessionEvent,
+    SyncSession,
     Unrecoverable,
 )
 from .statechart import MdNode, Node, Trigger
@@ -120,6 +121,19 @@ MD_EVENT_TYPES: tuple[type, ...] = (
 )
 
 
+#: Nodes in which subscriptions stream (a replay socket's sync nodes included).
+_STREAMING = frozenset(
+    {
+        MdNode.RESTORING,
+        MdNode.LIVE,
+        Node.SYNC_PACED,
+        Node.SYNC_SENT,
+        Node.SYNC_COLLECTING,
+        Node.LIVE,
+    }
+)
+
+
 class MdSession(Session):
     """One market-data (or replay) connection: :class:`Session` plus subscriptions."""
 
@@ -146,15 +160,15 @@ class MdSession(Session):
     # -- deadlines ----------------------------------------------------------------------------
 
     def _streaming(self) -> bool:
-        return self._node in (MdNode.RESTORING, MdNode.LIVE)
+        return self._node in _STREAMING
 
     def _deadline_of(self, node: Node | MdNode, now: float) -> float:
         if node is MdNode.RESTORING:
             self._due_at = now
             return now + self.limits.sync
-        if node is MdNode.LIVE:
+        if node is MdNode.LIVE or node is Node.LIVE:
             self._due_at = now  # whatever was acquired meanwhile goes out
-        return math.inf
+        return super()._deadline_of(node, now)
 
     def wake(self) -> None:
         """The application changed the wanted set: plan at the next opportunity."""
@@ -304,3 +318,12 @@ class MdSession(Session):
         if self._preamble:
             self._preamble_id = request_id
         return [encode_request(endpoint, request_id, None, body)]
+
+
+class ReplaySession(MdSession, SyncSession):
+    """A replay connection: the replay clock and subscriptions (:class:`MdSession`), then the
+    replay account's user sync (:class:`SyncSession`), on one socket (``REPLAY_TABLE``).
+
+    Each base handles its own answers, pushes and phases and hands the rest on (``super()``):
+    the market-data side first, then the sync, then what every socket shares.
+    """

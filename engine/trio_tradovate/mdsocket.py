@@ -32,10 +32,10 @@ import trio
 from . import auth
 from .errors import ConfigError, EngineStopped, SubscriptionRefused
 from .marketdata import ClockTick, Dom, Histogram, Quote
-from .mdsession import ClockEvent, MarketData, MdSession, SubscriptionAnswered
+from .mdsession import ClockEvent, MarketData, MdSession, ReplaySession, SubscriptionAnswered
 from .replay import ReplayClock, ReplayOptions
 from .session import Limits, Session
-from .statechart import MARKET_DATA_TABLE, Action, State, Table, Trigger
+from .statechart import MARKET_DATA_TABLE, REPLAY_TABLE, Action, State, Table, Trigger
 from .subscriptions import (
     ChartSpec,
     Kind,
@@ -427,6 +427,60 @@ class MdConversation:
         return session.requests(trio.current_time(), self._ctx.governor.record)
 
 
+#: Actions of the user sync; a replay socket hands them to its sync conversation.
+_SYNC_ACTIONS = frozenset(
+    {
+        Action.SEND_SYNC,
+        Action.APPLY_PROPS,
+        Action.BUFFER_PROPS,
+        Action.COLLECT_PART,
+        Action.APPLY_LATE_PART,
+    }
+)
+
+
+class ReplayConversation(MdConversation):
+    """A replay socket: the replay clock and market data (as :class:`MdConversation`), then
+    the replay account's user sync (as the user socket's), on one socket."""
+
+    table: Table[Any, Trigger] = REPLAY_TABLE
+    serves_requests = True
+
+    def __init__(self, context: SocketContext, feed: MarketDataFeed, index: int) -> None:
+        from .supervisor import SyncConversation
+
+        super().__init__(context, feed)
+        self._sync = SyncConversation(context, index, context.config.sync)
+        self._split_quiet = context.config.sync.split_quiet
+
+    def session(self, token: auth.AccessToken, *, generation: int, now: float) -> Session:
+        ctx = self._ctx
+        governor = ctx.governor
+        sync = ctx.config.sync
+        return ReplaySession(
+            registry=self.feed.registry,
+            pace=self._pace,
+            replay=self.feed.replay,
+            split=sync.split_responses,
+            sync_pace=lambda at: governor.delay("user/syncrequest", at),
+            lockout_seconds=ctx.config.lockout_seconds,
+            generation=generation,
+            now=now,
+            limits=replace(self._limits, split_quiet=self._split_quiet),
+            token=token.token,
+            token_minted_at=token.minted_at,
+            renewable=ctx.tokens.renewable,
+        )
+
+    def act(self, action: Action, event: object, session: Session, generation: int) -> list[str]:
+        if action in _SYNC_ACTIONS:
+            return self._sync.act(action, event, session, generation)
+        if action is Action.GO_LIVE:  # the snapshot, then whatever subscriptions wait
+            frames = self._sync.act(action, event, session, generation)
+            return frames + super().act(action, event, session, generation)
+        return super().act(action, event, session, generation)
+
+
 def market_data_socket(
     context: SocketContext, index: int
 ) -> tuple[SocketSupervisor, MarketDataFeed]:
@@ -436,7 +490,12 @@ def market_data_socket(
     config = context.config
     replay = ReplayClock(config.replay) if config.replay is not None else None
     feed = MarketDataFeed(SubscriptionRegistry(stale=config.md_stale), replay)
-    supervisor = SocketSupervisor(context, index, conversation=MdConversation(context, feed))
+    conversation = (
+        ReplayConversation(context, feed, index)
+        if replay is not None
+        else MdConversation(context, feed)
+    )
+    supervisor = SocketSupervisor(context, index, conversation=conversation)
     feed.attach(supervisor)
     return supervisor, feed
 

@@ -765,6 +765,252 @@ MARKET_DATA_TABLE: Table[MdNode, Trigger] = Table(
 )
 
 
+# --- the replay table --------------------------------------------------------------------------
+
+#: The replay socket's nodes: the user socket's, with ``syncing.restoring`` (the replay clock
+#: and the subscriptions) before the user sync (the replay account exists once the clock runs).
+REPLAY_NODES: tuple[Node | MdNode, ...] = (
+    Node.DISCONNECTED,
+    Node.CONNECTING,
+    Node.AUTHENTICATING,
+    MdNode.RESTORING,
+    *_SYNCING,
+    Node.LIVE,
+    Node.BACKOFF,
+    Node.STOPPED,
+)
+_R_CONNECTED: tuple[Node | MdNode, ...] = (
+    Node.CONNECTING,
+    Node.AUTHENTICATING,
+    MdNode.RESTORING,
+    *_SYNCING,
+    Node.LIVE,
+)
+_R_UNCONNECTED: tuple[Node | MdNode, ...] = UNCONNECTED
+_R_STREAMING: tuple[Node | MdNode, ...] = (MdNode.RESTORING, *_SYNCING, Node.LIVE)
+
+
+def _r(*nodes: Node | MdNode) -> tuple[Node | MdNode, ...]:
+    """Nodes of the replay table, typed as such."""
+    return nodes
+
+
+def _r_others(*nodes: Node | MdNode) -> tuple[Node | MdNode, ...]:
+    return tuple(node for node in REPLAY_NODES if node not in nodes)
+
+
+def _r_ending(
+    trigger: Trigger,
+    source: Sequence[Node | MdNode],
+    doc: str,
+    action: Action = Action.END_CONNECTION,
+) -> list[Rule[Node | MdNode, Trigger]]:
+    return [
+        _move(
+            trigger,
+            source,
+            Node.STOPPED,
+            "no attempts left",
+            guard=Guard.RETRY_BUDGET_EXHAUSTED,
+            action=action,
+        ),
+        _move(trigger, source, Node.BACKOFF, doc, action=action),
+        *_rules(trigger, [(_r_others(*source), IGNORE, None, "no connection of this node to end")]),
+    ]
+
+
+def _r_streaming(trigger: Trigger, action: Action, doc: str) -> list[Rule[Node | MdNode, Trigger]]:
+    return _rules(
+        trigger,
+        [
+            (_R_STREAMING, HANDLE, action, doc),
+            (_r_others(*_R_STREAMING), IGNORE, None, "no subscription on this connection"),
+        ],
+    )
+
+
+_R_SYNC = (Node.SYNC_SENT, Node.SYNC_COLLECTING)
+
+_REPLAY_RULES: list[Rule[Node | MdNode, Trigger]] = [
+    _move(Trigger.START, _r(Node.DISCONNECTED), Node.CONNECTING, "application opened"),
+    *_rules(Trigger.START, [(_r_others(Node.DISCONNECTED), IGNORE, None, "already started")]),
+    _move(
+        Trigger.OPENED,
+        _r(Node.CONNECTING),
+        Node.AUTHENTICATING,
+        "'o' received",
+        action=Action.SEND_AUTHORIZE,
+    ),
+    *_rules(
+        Trigger.OPENED,
+        [
+            (_r_others(Node.CONNECTING, *_R_UNCONNECTED), MALFORMED, None, "a second 'o'"),
+            (_R_UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    _move(
+        Trigger.AUTHORIZED,
+        _r(Node.AUTHENTICATING),
+        MdNode.RESTORING,
+        "authorize s=200: check the replay session, start its clock, restore subscriptions",
+        action=Action.SEND_REQUESTS,
+    ),
+    *_rules(
+        Trigger.AUTHORIZED,
+        [
+            (_r_others(Node.AUTHENTICATING, *_R_UNCONNECTED), MALFORMED, None, "not awaited"),
+            (_R_UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    _move(
+        Trigger.AUTH_REJECTED,
+        _r(Node.AUTHENTICATING),
+        Node.STOPPED,
+        "no token could help",
+        guard=Guard.TOKEN_HOPELESS,
+        action=Action.REJECT_TOKEN,
+    ),
+    *_r_ending(
+        Trigger.AUTH_REJECTED,
+        _r(Node.AUTHENTICATING),
+        "token refused: get another",
+        Action.REJECT_TOKEN,
+    ),
+    _move(
+        Trigger.RESTORED,
+        _r(MdNode.RESTORING),
+        Node.SYNC_PACED,
+        "the clock runs and every subscription is answered: the replay account can sync",
+    ),
+    *_rules(Trigger.RESTORED, [(_r_others(MdNode.RESTORING), IGNORE, None, "nothing restoring")]),
+    _move(
+        Trigger.BUDGET_READY,
+        _r(Node.SYNC_PACED),
+        Node.SYNC_SENT,
+        "rate budget free",
+        action=Action.SEND_SYNC,
+    ),
+    *_rules(Trigger.BUDGET_READY, [(_r_others(Node.SYNC_PACED), IGNORE, None, "nothing paced")]),
+    _move(
+        Trigger.SNAPSHOT,
+        _r(Node.SYNC_SENT),
+        Node.LIVE,
+        "snapshot applied with the events that raced it",
+        action=Action.GO_LIVE,
+    ),
+    *_rules(
+        Trigger.SNAPSHOT,
+        [
+            (_r_others(Node.SYNC_SENT, *_R_UNCONNECTED), MALFORMED, None, "no snapshot awaited"),
+            (_R_UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    _move(
+        Trigger.SNAPSHOT_PART,
+        _r(Node.SYNC_SENT),
+        Node.SYNC_COLLECTING,
+        "first split part",
+        action=Action.COLLECT_PART,
+    ),
+    *_rules(
+        Trigger.SNAPSHOT_PART,
+        [
+            (_r(Node.SYNC_COLLECTING), HANDLE, Action.COLLECT_PART, "another part"),
+            (_r(Node.LIVE), HANDLE, Action.APPLY_LATE_PART, "a part after the quiet period"),
+            (
+                _r(Node.CONNECTING, Node.AUTHENTICATING, MdNode.RESTORING, Node.SYNC_PACED),
+                MALFORMED,
+                None,
+                "no snapshot awaited",
+            ),
+            (_R_UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    _move(
+        Trigger.PARTS_COMPLETE,
+        _r(Node.SYNC_COLLECTING),
+        Node.LIVE,
+        "split_quiet passed without a part: snapshot assembled and applied",
+        action=Action.GO_LIVE,
+    ),
+    *_rules(Trigger.PARTS_COMPLETE, [(_r_others(Node.SYNC_COLLECTING), IGNORE, None, "no parts")]),
+    *_r_ending(Trigger.SYNC_REJECTED, _R_SYNC, "syncrequest refused, penalised or rate limited"),
+    *_rules(
+        Trigger.PROPS,
+        [
+            (_r(Node.LIVE), HANDLE, Action.APPLY_PROPS, "applied to the store"),
+            (_R_SYNC, HANDLE, Action.BUFFER_PROPS, "races the snapshot: kept, coalesced"),
+            (
+                _r(Node.CONNECTING, Node.AUTHENTICATING, MdNode.RESTORING, Node.SYNC_PACED),
+                IGNORE,
+                None,
+                "before any syncrequest: nobody asked for it",
+            ),
+            (_R_UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    *_r_streaming(Trigger.MARKET_DATA, Action.DELIVER, "to each subscription's consumers"),
+    *_r_streaming(Trigger.CLOCK, Action.DELIVER, "the replay clock, to its watchers"),
+    *_r_streaming(
+        Trigger.SUBSCRIPTION_ANSWER, Action.NOTE_ANSWER, "replay, subscription or speed answer"
+    ),
+    *_r_streaming(Trigger.REQUESTS_DUE, Action.SEND_REQUESTS, "subscribe, unsubscribe, speed"),
+    *_r_streaming(Trigger.STALE, Action.RESUBSCRIBE, "re-subscribed once"),
+    *_rules(
+        Trigger.ANSWER,
+        [
+            (_r(Node.LIVE), HANDLE, Action.ROUTE_ANSWER, "to the request that waits for it"),
+            (_r_others(Node.LIVE), IGNORE, None, "no application request is out"),
+        ],
+    ),
+    *_rules(Trigger.UNREQUESTED, [(REPLAY_NODES, IGNORE, None, "duplicate or unknown answer")]),
+    *_rules(
+        Trigger.HEARTBEAT,
+        [
+            (_R_CONNECTED, HANDLE, Action.COUNT_HEARTBEAT, "the server is alive"),
+            (_R_UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    *_rules(Trigger.PUSH, [(REPLAY_NODES, IGNORE, None, "unknown kinds")]),
+    *_rules(
+        Trigger.MALFORMED,
+        [(_R_CONNECTED, MALFORMED, None, "skipped"), (_R_UNCONNECTED, IGNORE, None, "stale")],
+    ),
+    *_r_ending(Trigger.CONNECT_FAILED, _R_CONNECTED, "DNS, TLS, refused, rejected upgrade"),
+    *_r_ending(Trigger.LOST, _R_CONNECTED, "drop, close, stall or protocol error"),
+    *_r_ending(Trigger.SERVER_CLOSING, _R_CONNECTED, "a c[code, reason] frame"),
+    *_r_ending(Trigger.SHUTDOWN, _R_CONNECTED, "a shutdown event: wait by its reasonCode"),
+    *_r_ending(
+        Trigger.TIMED_OUT,
+        _r(Node.CONNECTING, Node.AUTHENTICATING, MdNode.RESTORING, Node.SYNC_SENT),
+        "no 'o', no authorize answer, replay or subscriptions unanswered, or no snapshot",
+    ),
+    _move(Trigger.RETRY, _r(Node.BACKOFF), Node.CONNECTING, "backoff delay elapsed"),
+    *_rules(Trigger.RETRY, [(_r_others(Node.BACKOFF), IGNORE, None, "not backing off")]),
+    _move(
+        Trigger.FAIL,
+        _r_others(Node.STOPPED),
+        Node.STOPPED,
+        "unrecoverable: bad credentials, a refused replay",
+        action=Action.END_CONNECTION,
+    ),
+    *_rules(Trigger.FAIL, [(_r(Node.STOPPED), IGNORE, None, "already stopped")]),
+    _move(
+        Trigger.CLOSE,
+        _r_others(Node.STOPPED),
+        Node.STOPPED,
+        "application closed the engine",
+        action=Action.END_CONNECTION,
+    ),
+    *_rules(Trigger.CLOSE, [(_r(Node.STOPPED), IGNORE, None, "already stopped")]),
+]
+
+#: The table of a replay socket: market data, the replay clock and the user sync on one socket.
+REPLAY_TABLE: Table[Node | MdNode, Trigger] = Table(
+    "replay", REPLAY_NODES, Trigger, Node.DISCONNECTED, [Node.STOPPED], _REPLAY_RULES
+)
+
+
 #: Observers told of every rule :meth:`Statechart.fire` takes, called as
 #: ``observer(table, node, trigger, rule)`` with the node the chart was in. Empty, and then
 #: costing one truth test per fire, unless a certification run or the test suite's
@@ -1115,11 +1361,12 @@ def to_markdown() -> str:
         "# Statecharts",
         "",
         "Generated by `make diagrams` from `trio_tradovate.statechart` (`CONNECTION_TABLE`,",
-        "`MARKET_DATA_TABLE`, `PENALTY_TABLE`), the tables the engine runs. Do not edit: a",
-        "test regenerates these files and fails on any difference.",
+        "`MARKET_DATA_TABLE`, `REPLAY_TABLE`, `PENALTY_TABLE`), the tables the engine runs.",
+        "Do not edit: a test regenerates these files and fails on any difference.",
         "",
         "Files: `connection.mmd`, `connection.dot`, `connection.json`, `marketdata.mmd`,",
-        "`marketdata.dot`, `marketdata.json` and `penalty.mmd`, `penalty.json`. Outcomes: a",
+        "`marketdata.dot`, `marketdata.json`, `replay.mmd`, `replay.json` and `penalty.mmd`,",
+        "`penalty.json`. Outcomes: a",
         "state name is a recorded move (rows of a cell are tried in order, the first whose",
         "guard holds is taken); `handle` is dealt with in place (no record); `ignore` is",
         "counted as `ignored.<trigger>`; `malformed` is counted as malformed input and logged.",
@@ -1172,6 +1419,18 @@ def to_markdown() -> str:
         to_mermaid(MARKET_DATA_TABLE).rstrip("\n"),
         "```",
         "",
+        "## Replay (market data, the replay clock and the user sync on one socket)",
+        "",
+        *matrix(REPLAY_TABLE),
+        "",
+        "| trigger | from | to | guard | action | when |",
+        "|---|---|---|---|---|---|",
+        *[_move_row(rule) for rule in REPLAY_TABLE.moves()],
+        "",
+        "```mermaid",
+        to_mermaid(REPLAY_TABLE).rstrip("\n"),
+        "```",
+        "",
         "## Penalty region (one per engine)",
         "",
         *matrix(PENALTY_TABLE),
@@ -1221,6 +1480,8 @@ DIAGRAM_FILES: dict[str, Callable[[], str]] = {
     "marketdata.mmd": lambda: to_mermaid(MARKET_DATA_TABLE),
     "marketdata.dot": lambda: to_dot(MARKET_DATA_TABLE),
     "marketdata.json": lambda: to_json(MARKET_DATA_TABLE),
+    "replay.mmd": lambda: to_mermaid(REPLAY_TABLE),
+    "replay.json": lambda: to_json(REPLAY_TABLE),
     "penalty.mmd": lambda: to_mermaid(PENALTY_TABLE),
     "penalty.json": lambda: to_json(PENALTY_TABLE),
     "README.md": to_markdown,

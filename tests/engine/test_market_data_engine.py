@@ -37,6 +37,8 @@ from trio_tradovate import (
 from trio_tradovate.marketdata import parse_time
 from trio_tradovate.sim import Simulator
 
+from ..conftest import settle
+
 
 def md_config(sim: Simulator, **overrides: Any) -> EngineConfig:
     settings: dict[str, Any] = {"md_stale": StaleConfig(quote=None, dom=None)}
@@ -402,3 +404,33 @@ async def test_server_side_discarding_is_counted(
         assert md.counters["tick_id_gaps"] == 1
         jumps = [b - a for a, b in itertools.pairwise(ids) if b - a != 1]
         assert jumps == [4]  # three ticks discarded by the server, seen as one jump
+
+
+async def test_the_replay_socket_also_carries_the_user_sync(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = md_config(sim, replay=ReplayOptions(REPLAY_START), market_data=True, user_sync=False)
+    async with open_engine(config) as engine:
+        assert engine.market_data is not None
+        quotes = engine.market_data.quotes("ESZ6")
+        record = await engine.wait_for(State.LIVE)
+        assert record.region == "replay"
+        await settle(sim)
+        assert engine.store.as_dict() == sim.truth()  # the account, synced on the replay socket
+        sim.resume_activity()
+        await quotes.receive()
+        me = await engine.request("auth/me")  # application requests go out on it too
+        assert me["userId"] == sim.user_id
+        await sim.drop_connections(where=lambda audit: audit.role == "replay")
+        await trio.sleep(15)
+        assert engine.state is State.LIVE
+        await settle(sim)
+        assert engine.store.as_dict() == sim.truth()
+    nodes = [r.dest_node for r in engine.transitions if r.generation == 1][:5]
+    assert nodes == ["authenticating", "syncing.restoring", "syncing.paced", "syncing.sent", "live"]
+    replays = [audit for audit in sim.sockets if audit.role == "replay"]
+    assert [audit.role for audit in sim.sockets] == ["replay", "replay"]
+    for audit in replays:
+        endpoints = [r.endpoint.lower() for r in audit.requests]
+        assert endpoints.index("replay/initializeclock") < endpoints.index("user/syncrequest")
+        assert audit.syncrequest_count == 1

@@ -636,3 +636,18 @@ def test_hostile_frames_never_crash_and_never_reach_a_consumer_unasked(seed: int
     for update in driver.delivered:
         assert update.key == key
         assert getattr(update.value, "contract_id", 101) == 101
+
+
+def test_the_replay_table_is_total_and_syncs_after_the_clock() -> None:
+    from trio_tradovate.statechart import REPLAY_TABLE, Node
+
+    for node in REPLAY_TABLE.nodes:
+        for trigger in Trigger:
+            assert REPLAY_TABLE.rules_for(node, trigger)
+    [restored] = REPLAY_TABLE.rules_for(MdNode.RESTORING, Trigger.RESTORED)
+    assert restored.dest is Node.SYNC_PACED
+    [props] = REPLAY_TABLE.rules_for(MdNode.RESTORING, Trigger.PROPS)
+    assert props.outcome is Outcome.IGNORE  # no sync asked yet: nobody's props
+    for node in (MdNode.RESTORING, Node.SYNC_SENT, Node.LIVE):
+        [data] = REPLAY_TABLE.rules_for(node, Trigger.MARKET_DATA)
+        assert data.action is Action.DELIVER
