@@ -34,7 +34,7 @@ from .errors import ConfigError, EngineStopped, SubscriptionRefused
 from .marketdata import ClockTick, Dom, Histogram, Quote
 from .mdsession import ClockEvent, MarketData, MdSession, ReplaySession, SubscriptionAnswered
 from .replay import ReplayClock, ReplayOptions
-from .session import Limits, Session
+from .session import Fault, Limits, Session
 from .statechart import MARKET_DATA_TABLE, REPLAY_TABLE, Action, State, Table, Trigger
 from .subscriptions import (
     ChartSpec,
@@ -394,6 +394,9 @@ class MdConversation:
         held = max(penalty.paused_until, penalty.lockout_until) - now
         return max(held, self._ctx.governor.delay(endpoint, now))
 
+    def connection_ended(self, fault: Fault) -> None:
+        """Nothing to carry to the next connection: the registry and clock outlive it."""
+
     def act(self, action: Action, event: object, session: Session, generation: int) -> list[str]:
         assert isinstance(session, MdSession)
         counters = self._ctx.counters
@@ -471,6 +474,9 @@ class ReplayConversation(MdConversation):
             token_minted_at=token.minted_at,
             renewable=ctx.tokens.renewable,
         )
+
+    def connection_ended(self, fault: Fault) -> None:
+        self._sync.connection_ended(fault)  # a penalised sync's ticket
 
     def act(self, action: Action, event: object, session: Session, generation: int) -> list[str]:
         if action in _SYNC_ACTIONS:

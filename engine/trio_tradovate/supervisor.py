@@ -164,6 +164,9 @@ class Conversation(Protocol):
     def act(self, action: Action, event: object, session: Session, generation: int) -> list[str]:
         """Do one of this socket's own actions; the frames it sends, in order."""
 
+    def connection_ended(self, fault: Fault) -> None:
+        """A connection ended with ``fault`` (a penalised sync's ticket is kept from it)."""
+
 
 class SyncConversation:
     """The user-sync socket: one ``user/syncrequest`` per connection, the snapshot into the
@@ -231,6 +234,9 @@ class SyncConversation:
             ctx.collector.snapshot_applied()
         # COLLECT_PART: the session keeps the parts.
         return []
+
+    def connection_ended(self, fault: Fault) -> None:
+        self.ticket = fault.ticket
 
     def _sync_body(self) -> Mapping[str, Any]:
         body = self._sync.body(self._ctx.tokens.user_id)
@@ -347,8 +353,7 @@ class SocketSupervisor:
             fault, ended_at = await self._connection_cycle()
             if self._chart.node.state is State.STOPPED:
                 return
-            if isinstance(conversation, SyncConversation):
-                conversation.ticket = fault.ticket
+            conversation.connection_ended(fault)
             delay, why = self._policy.delay(fault)
             log = logger.error if fault.kind == "shutdown" else logger.warning
             log(
