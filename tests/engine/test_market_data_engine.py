@@ -259,9 +259,10 @@ async def test_quiet_market_is_not_a_dead_socket(
         assert state_of(md) is State.LIVE
         assert md.counters.get("unrouted", 0) == 0
         sim.quiet_market(False)
-        sim.stall(True)  # nothing at all, not even h: the watchdog ends the connection
+        sim.silence_market(True)  # nothing at all, not even h: the watchdog ends it
         await trio.sleep(15)
-        sim.stall(False)
+        assert state_of(md) is not State.LIVE
+        sim.silence_market(False)
         await trio.sleep(30)
         assert state_of(md) is State.LIVE
         await quotes.receive()
