@@ -7,6 +7,7 @@ here fails :func:`test_every_example_is_tested`, so documentation cannot rot sil
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -18,7 +19,7 @@ import trio
 from trio_tradovate import State
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-TESTED = {"follow_account.py", "place_order.py", "ride_out_faults.py"}
+TESTED = {"follow_account.py", "place_order.py", "quotes_and_chart.py", "ride_out_faults.py"}
 
 
 def load(name: str) -> ModuleType:
@@ -102,3 +103,18 @@ async def test_ride_out_faults(
     assert result.counters["fault.stalled"] == 1
     assert result.counters["reconnects"] == len(reasons)
     assert "store equals the simulator's truth: True" in out
+
+
+async def test_quotes_and_chart(
+    autojump_clock: trio.testing.MockClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result, out = await run_main("quotes_and_chart.py", capsys)
+    assert result.quotes == 480
+    assert result.gaps == 0
+    steps = {(b - a).total_seconds() for a, b in itertools.pairwise(result.bar_times)}
+    assert steps == {60.0}  # every minute once, across the drop
+    assert len(result.bar_times) >= 8
+    # one server subscription for the two consumers, once per connection
+    assert result.subscribe_requests.count("md/subscribequote") == 2
+    assert result.subscribe_requests.count("md/getchart") == 2
+    assert "drops the market-data socket" in out

@@ -173,6 +173,58 @@ __all__ = [
 ]
 
 
+# Market data (docs/market-data.md), kept in one block so it merges apart from the above.
+if TYPE_CHECKING:
+    from .config import MARKET_DATA_URL as MARKET_DATA_URL
+    from .errors import ReplayRefused as ReplayRefused
+    from .errors import SubscriptionRefused as SubscriptionRefused
+    from .marketdata import Bar as Bar
+    from .marketdata import ClockTick as ClockTick
+    from .marketdata import Dom as Dom
+    from .marketdata import DomLevel as DomLevel
+    from .marketdata import Histogram as Histogram
+    from .marketdata import Quote as Quote
+    from .marketdata import QuoteEntry as QuoteEntry
+    from .marketdata import Tick as Tick
+    from .mdsocket import MarketDataFeed as MarketDataFeed
+    from .mdsocket import Subscription as Subscription
+    from .mdsocket import SubscriptionStatus as SubscriptionStatus
+    from .mdsocket import open_market_data as open_market_data
+    from .mdsocket import open_replay as open_replay
+    from .replay import ReplayOptions as ReplayOptions
+    from .subscriptions import ChartSpec as ChartSpec
+    from .subscriptions import EndOfHistory as EndOfHistory
+    from .subscriptions import StaleConfig as StaleConfig
+    from .subscriptions import SubKey as SubKey
+    from .subscriptions import Update as Update
+
+_MARKET_DATA = {
+    "MARKET_DATA_URL": "config",
+    "SubscriptionRefused": "errors",
+    "Bar": "marketdata",
+    "ClockTick": "marketdata",
+    "Dom": "marketdata",
+    "DomLevel": "marketdata",
+    "Histogram": "marketdata",
+    "Quote": "marketdata",
+    "QuoteEntry": "marketdata",
+    "Tick": "marketdata",
+    "MarketDataFeed": "mdsocket",
+    "Subscription": "mdsocket",
+    "SubscriptionStatus": "mdsocket",
+    "open_market_data": "mdsocket",
+    "open_replay": "mdsocket",
+    "ReplayOptions": "replay",
+    "ReplayRefused": "errors",
+    "ChartSpec": "subscriptions",
+    "EndOfHistory": "subscriptions",
+    "StaleConfig": "subscriptions",
+    "SubKey": "subscriptions",
+    "Update": "subscriptions",
+}
+_SOURCES.update(_MARKET_DATA)
+__all__ += sorted(_MARKET_DATA)
+
 if not TYPE_CHECKING:
     # Hidden from type checkers, which see the imports above: a typo in
     # ``from trio_tradovate import ...`` must stay a type error, not become ``Any``.

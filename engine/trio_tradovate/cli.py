@@ -91,7 +91,7 @@ async def run_demo(duration: float, seed: int, out: TextIO) -> int:
     from .sim import SimConfig, open_simulator
 
     async with open_simulator(SimConfig(seed=seed)) as sim:
-        config = sim.engine_config(seed=seed)
+        config = sim.engine_config(seed=seed, market_data=True)
         out.write(
             "trio-tradovate demo: engine <-> embedded Tradovate simulator "
             f"(seed {seed}, {duration:g} s)\n"
@@ -105,6 +105,10 @@ async def run_demo(duration: float, seed: int, out: TextIO) -> int:
                     out.write(_format_transition(record, origin) + "\n")
 
             nursery.start_soon(show_transitions)
+            from .cli_quotes import QuoteBoard
+
+            assert engine.market_data is not None
+            board = QuoteBoard([engine.market_data.quotes(s) for s in ("ESZ6", "NQZ6")])
             started = trio.current_time()
             dropped = False
             while trio.current_time() - started < duration:
@@ -115,6 +119,7 @@ async def run_demo(duration: float, seed: int, out: TextIO) -> int:
                         f"({engine.counters['props_events']} events):\n"
                     )
                     out.write(account_view(engine))
+                    out.write("quotes:\n" + board.lines())
                 if not dropped and trio.current_time() - started >= duration / 2:
                     dropped = True
                     out.write(">>> simulator drops every connection now (abrupt TCP drop)\n")
@@ -331,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(certify)
 
+    from .cli_quotes import add_arguments as add_quotes_arguments
+
+    add_quotes_arguments(commands)
+
     diagram = commands.add_parser("diagram", help="print or write the statechart diagrams")
     diagram.add_argument("--format", choices=("mmd", "dot", "json"), default="mmd")
     diagram.add_argument("--write", type=Path, help="write every file into this directory")
@@ -369,6 +378,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return trio.run(
                 partial(run_sim, args.host, args.port, args.seed, sys.stdout, faults=schedule)
             )
+        if args.command == "quotes":
+            from .cli_quotes import main as quotes_main
+
+            return quotes_main(args, sys.stdout)
         config = config_from_env(args, os.environ)
         return trio.run(run_stream, config, sys.stdout)
     except ConfigError as exc:

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .replay import REPLAY_URL, ReplayOptions
 from .scheduler import DEFAULT_LIMITS, Window
+from .subscriptions import StaleConfig
 
 if TYPE_CHECKING:
     # Types only: a config can be built, validated and inspected without loading the I/O
@@ -30,6 +32,9 @@ ENVIRONMENTS: dict[str, str] = {
     "demo": "https://demo.tradovateapi.com/v1",
     "live": "https://live.tradovateapi.com/v1",
 }
+
+#: The market-data websocket: one host for demo and live (P-ENV, P-CHEAT).
+MARKET_DATA_URL = "wss://md.tradovateapi.com/v1/websocket"
 
 #: The websocket layers an engine can run on (``EngineConfig.websocket_layer``), the default
 #: first. ``transport.LINK_CLASSES`` maps each to its link; this module stays free of them.
@@ -298,6 +303,20 @@ class EngineConfig:
     wall_clock: Callable[[], datetime] = field(
         default=lambda: datetime.now(UTC), repr=False, compare=False
     )
+    #: Run a market-data socket beside the user socket (``engine.market_data``); see
+    #: ``docs/market-data.md``. :func:`~trio_tradovate.open_market_data` sets it.
+    market_data: bool = False
+    #: Run the user-sync socket(s); :func:`~trio_tradovate.open_market_data` clears it.
+    user_sync: bool = True
+    #: The market-data websocket URL (default :data:`MARKET_DATA_URL`, demo and live alike).
+    md_url: str | None = None
+    #: Seconds without a value after which an active subscription is stale, per kind.
+    md_stale: StaleConfig = field(default_factory=StaleConfig)
+    #: Run the market-data socket as a replay socket (``replay_url``): the replay session is
+    #: checked and its clock started before any market data (see ``docs/market-data.md``).
+    replay: ReplayOptions | None = None
+    #: The replay websocket URL (default :data:`~trio_tradovate.replay.REPLAY_URL`).
+    replay_url: str | None = None
     connector: Connector | None = field(default=None, repr=False, compare=False)
     http_transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False, compare=False)
 
@@ -307,10 +326,19 @@ class EngineConfig:
                 "no way to authenticate: give credentials=Credentials(...) or access_token=..."
             )
         websocket_url_for(self.rest_url)  # validates rest_url
-        if self.ws_url is not None:
-            parts = urlsplit(self.ws_url)
+        for name in ("ws_url", "md_url", "replay_url"):
+            url = getattr(self, name)
+            if url is None:
+                continue
+            parts = urlsplit(url)
             if parts.scheme not in ("ws", "wss") or not parts.hostname:
-                raise ConfigError(f"ws_url must be a ws:// or wss:// URL, got {self.ws_url!r}")
+                raise ConfigError(f"{name} must be a ws:// or wss:// URL, got {url!r}")
+        if not (self.user_sync or self.market_data):
+            raise ConfigError("no socket to run: set user_sync=True or market_data=True")
+        if not isinstance(self.md_stale, StaleConfig):
+            raise ConfigError("md_stale must be a StaleConfig(...)")
+        if self.replay is not None and not isinstance(self.replay, ReplayOptions):
+            raise ConfigError("replay must be a ReplayOptions(...)")
         if not 0 < self.heartbeat_interval <= MAX_HEARTBEAT_INTERVAL:
             raise ConfigError(
                 f"heartbeat_interval must be in (0, {MAX_HEARTBEAT_INTERVAL:g}] s, "
@@ -376,6 +404,14 @@ class EngineConfig:
         if self.shards == 1:
             return self.sync
         return replace(self.sync, sharding=(self.shard_by, self.shards, index))
+
+    @property
+    def market_data_url(self) -> str:
+        """The market-data socket's URL: ``md_url`` (default :data:`MARKET_DATA_URL`), or for a
+        replay ``replay_url`` (default ``REPLAY_URL``)."""
+        if self.replay is not None:
+            return self.replay_url or REPLAY_URL
+        return self.md_url or MARKET_DATA_URL
 
     @property
     def websocket_url(self) -> str:

@@ -41,6 +41,7 @@ from .config import EngineConfig
 from .delivery import ChangeHub, ChangeStream
 from .errors import ConfigError, EngineStopped, TradovateError
 from .feed import DISCARD, FillLedger
+from .mdsocket import MarketDataFeed, market_data_socket
 from .orders import Orders
 from .penalty import PenaltyRegion
 from .pipeline import Request, RequestPipeline
@@ -200,8 +201,15 @@ class Engine:
         #: One supervisor per socket; a single one unless ``config.shards`` says otherwise.
         self.shards = tuple(
             SocketSupervisor(context, index, config.sync_for_shard(index))
-            for index in range(config.shards)
+            for index in range(config.shards if config.user_sync else 0)
         )
+        #: The market-data feed when ``config.market_data`` asks for the socket, else None.
+        self.market_data: MarketDataFeed | None = None
+        #: Every socket's supervisor: the user-sync shards, then the market-data socket.
+        self.sockets: tuple[SocketSupervisor, ...] = self.shards
+        if config.market_data:
+            md_socket, self.market_data = market_data_socket(context, len(self.shards))
+            self.sockets = (*self.shards, md_socket)
         self._penalty.load()
 
     # ----------------------------------------------------------------- public, read-only view
@@ -210,7 +218,7 @@ class Engine:
     def state(self) -> State:
         """The engine's state: its socket's, or for several sockets the least advanced of
         those still running (``LIVE`` only when all are live; ``STOPPED`` when all stopped)."""
-        running = [shard.state for shard in self.shards if shard.state is not State.STOPPED]
+        running = [shard.state for shard in self.sockets if shard.state is not State.STOPPED]
         if not running:
             return State.STOPPED
         return min(running, key=_PROGRESS.__getitem__)
@@ -224,12 +232,12 @@ class Engine:
     @property
     def generation(self) -> int:
         """How many connection attempts have started, over all sockets."""
-        return sum(shard.generation for shard in self.shards)
+        return sum(shard.generation for shard in self.sockets)
 
     @property
     def stop_reason(self) -> str | None:
         """Why the engine stopped (the first socket that stopped), once it has."""
-        for shard in self.shards:
+        for shard in self.sockets:
             if shard.stop_reason is not None:
                 return shard.stop_reason
         return None
@@ -244,7 +252,7 @@ class Engine:
     @property
     def stop_error(self) -> TradovateError | None:
         """The typed error that stopped the engine by policy, if one did."""
-        for shard in self.shards:
+        for shard in self.sockets:
             if shard.stop_error is not None:
                 return shard.stop_error
         return None
@@ -375,7 +383,7 @@ class Engine:
                 shared.start_soon(self._keeper.run)
                 shared.start_soon(self._penalty.run)
                 async with trio.open_nursery() as sockets:
-                    for shard in self.shards:
+                    for shard in self.sockets:
                         sockets.start_soon(self._run_shard, shard)
                 shared.cancel_scope.cancel()
         finally:
@@ -386,6 +394,8 @@ class Engine:
         error = self.stop_error
         self._pipeline.stop(EngineStopped(self.stop_reason or "stopped", error))
         self._changes.end()  # ends every subscription; saves the fill checkpoint
+        if self.market_data is not None:
+            self.market_data.stop(EngineStopped(self.stop_reason or "stopped", error))
         for send, _ in self._watchers:
             send.close()
         self._watchers.clear()
@@ -397,12 +407,12 @@ class Engine:
         if shard.stop_error is not None:
             # A policy stopped one socket (bad credentials, retry budget): the merged store
             # would silently miss that socket's accounts, so the others stop with it.
-            for other in self.shards:
+            for other in self.sockets:
                 if other is not shard:
                     other.close(f"shard {shard.index} stopped: {shard.stop_reason}")
 
     def _close(self) -> None:
-        for shard in self.shards:
+        for shard in self.sockets:
             shard.close("application closed the engine")
 
     @property

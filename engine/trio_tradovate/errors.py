@@ -280,3 +280,21 @@ class EngineStopped(TradovateError):
         super().__init__(f"engine stopped: {reason}")
         self.reason = reason
         self.error = error
+
+
+class SubscriptionRefused(TradovateError):
+    """The server refused a market-data subscription (unknown symbol, bad chart request...).
+
+    It is not asked again on this connection; the next connection asks again while the
+    application still holds it.
+    """
+
+    def __init__(self, key: str, text: str) -> None:
+        super().__init__(f"subscription {key} refused: {text}")
+        self.key = key
+        self.text = text
+
+
+class ReplayRefused(TradovateError):
+    """The replay socket refused the session or its clock (``checkStatus`` not ``OK``, or a
+    bad ``initializeClock``): the replay cannot run as configured."""

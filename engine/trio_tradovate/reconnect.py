@@ -61,6 +61,8 @@ class ReconnectPolicy:
             )
         if guard is Guard.SYNC_BUDGET_FREE:
             return isinstance(event, Authorized) and event.sync_delay <= 0
+        if guard is Guard.NOTHING_TO_RESTORE:
+            return getattr(event, "restore", None) == 0
         raise AssertionError(f"unknown guard {guard}")  # pragma: no cover - Guard is closed
 
     def went_live(self, now: float) -> None:

@@ -25,7 +25,8 @@ What it does not own: what happens next. That is the table's (``statechart.py``)
 supervisor tells the session which node it entered (:meth:`Session.entered`) and asks it for
 the frames the table's actions name (:meth:`Session.authorize`, :meth:`SyncSession.sync`).
 :class:`Session` holds what every Tradovate socket shares; :class:`SyncSession` adds the
-user-sync conversation, and a market-data session will add its subscriptions beside it.
+user-sync conversation; :class:`~trio_tradovate.mdsession.MdSession` adds the subscriptions
+of a market-data socket beside it.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ from .protocol import (
     read_props,
 )
 from .scheduler import PENALTY_MARGIN, server_ticket, server_wait
-from .statechart import Node, Trigger
+from .statechart import MdNode, Node, State, Trigger
 
 logger = logging.getLogger("trio_tradovate.session")
 
@@ -396,7 +397,7 @@ class Session:
         self._opened = False
         self._authorize_id: int | None = None
         self._authorize_answered = False
-        self._node = Node.CONNECTING
+        self._node: Node | MdNode = Node.CONNECTING
         self._phase_deadline = now + limits.connect
 
     def __repr__(self) -> str:  # no token in here
@@ -404,17 +405,17 @@ class Session:
 
     # -- what the caller tells us -----------------------------------------------------------
 
-    def entered(self, node: Node, now: float) -> None:
+    def entered(self, node: Node | MdNode, now: float) -> None:
         """The supervisor's chart entered ``node``: set its phase deadline."""
         self._node = node
-        if node is Node.AUTHENTICATING:
+        if node.state is State.AUTHENTICATING:
             self._phase_deadline = now + self.limits.authorize
-        elif node is Node.CONNECTING:
+        elif node.state is State.CONNECTING:
             self._phase_deadline = self.started_at + self.limits.connect
         else:
             self._phase_deadline = self._deadline_of(node, now)
 
-    def _deadline_of(self, node: Node, now: float) -> float:
+    def _deadline_of(self, node: Node | MdNode, now: float) -> float:
         return math.inf
 
     def next_deadline(self) -> float:
@@ -432,7 +433,7 @@ class Session:
         return self._phase_expired(now)
 
     def _phase_expired(self, now: float) -> list[SessionEvent]:
-        if self._node is Node.AUTHENTICATING:
+        if self._node.state is State.AUTHENTICATING:
             error: TradovateError = AuthenticationTimeout(
                 f"authorize unanswered after {self.limits.authorize:g} s"
             )
@@ -558,6 +559,10 @@ class Session:
         fresh = minted is not None and now - minted <= JUST_MINTED
         return AuthorizationRejected(Fault("auth_rejected", error), fresh, self._renewable)
 
+    def wake(self) -> None:
+        """Something outside changed what this session would plan (a market-data session's
+        subscriptions); a session with nothing to plan ignores it."""
+
     # -- what the table's actions send -------------------------------------------------------
 
     def authorize(self) -> str:
@@ -599,7 +604,7 @@ class SyncSession(Session):
         #: Updates that raced the snapshot, the latest per entity.
         self._early: dict[tuple[str, int], EntityUpdate] = {}
 
-    def _deadline_of(self, node: Node, now: float) -> float:
+    def _deadline_of(self, node: Node | MdNode, now: float) -> float:
         if node is Node.SYNC_PACED:
             return now + self._sync_delay
         if node is Node.SYNC_SENT:

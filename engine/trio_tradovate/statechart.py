@@ -125,6 +125,59 @@ class Trigger(enum.StrEnum):
     RETRY = "retry"
     FAIL = "fail"
     CLOSE = "close"
+    # Market-data sockets (``MARKET_DATA_TABLE``); the user socket declares them ignored.
+    RESTORED = "restored"
+    MARKET_DATA = "market_data"
+    SUBSCRIPTION_ANSWER = "subscription_answer"
+    REQUESTS_DUE = "requests_due"
+    STALE = "stale"
+    CLOCK = "clock"
+
+
+#: Triggers only a market-data socket's session emits.
+MARKET_DATA_TRIGGERS = (
+    Trigger.RESTORED,
+    Trigger.MARKET_DATA,
+    Trigger.SUBSCRIPTION_ANSWER,
+    Trigger.REQUESTS_DUE,
+    Trigger.STALE,
+    Trigger.CLOCK,
+)
+#: Triggers only the user-sync socket's session emits.
+SYNC_TRIGGERS = (
+    Trigger.BUDGET_READY,
+    Trigger.SNAPSHOT,
+    Trigger.SNAPSHOT_PART,
+    Trigger.PARTS_COMPLETE,
+    Trigger.SYNC_REJECTED,
+    Trigger.PROPS,
+)
+
+
+class MdNode(enum.Enum):
+    """The states a market-data socket's table runs on (``MARKET_DATA_TABLE``): the user
+    socket's, with ``syncing`` replaced by the restoring of the subscriptions."""
+
+    #: Created, not started yet.
+    DISCONNECTED = "disconnected"
+    #: Token, TCP/TLS, websocket upgrade, then waiting for ``o`` (``connect_timeout``).
+    CONNECTING = "connecting"
+    #: ``authorize`` sent, waiting for its answer (``auth_timeout``).
+    AUTHENTICATING = "authenticating"
+    #: Authorized; the wanted subscriptions are asked for again, paced, until each has its
+    #: answer (``sync_timeout``). Public state ``syncing``.
+    RESTORING = "syncing.restoring"
+    #: Every wanted subscription restored; data streams to the consumers.
+    LIVE = "live"
+    #: The connection is gone; waiting a jittered delay before trying again.
+    BACKOFF = "backoff"
+    #: Terminal: closed by the application or stopped by policy.
+    STOPPED = "stopped"
+
+    @property
+    def state(self) -> State:
+        """The public state this node belongs to."""
+        return State(self.value.split(".")[0])
 
 
 class PenaltyNode(enum.Enum):
@@ -162,6 +215,8 @@ class Guard(enum.StrEnum):
     TOKEN_HOPELESS = "token_hopeless"
     #: The syncrequest's rate budget allows sending it now.
     SYNC_BUDGET_FREE = "sync_budget_free"
+    #: A market-data socket has no subscription to restore.
+    NOTHING_TO_RESTORE = "nothing_to_restore"
 
 
 class Action(enum.StrEnum):
@@ -178,6 +233,10 @@ class Action(enum.StrEnum):
     COUNT_HEARTBEAT = "count_heartbeat"
     END_CONNECTION = "end_connection"
     REJECT_TOKEN = "reject_token"
+    SEND_REQUESTS = "send_requests"
+    DELIVER = "deliver"
+    NOTE_ANSWER = "note_answer"
+    RESUBSCRIBE = "resubscribe"
 
 
 N = TypeVar("N", bound=enum.Enum)
@@ -485,6 +544,11 @@ _CONNECTION_RULES: list[Rule[Node, Trigger]] = [
         action=Action.END_CONNECTION,
     ),
     *_rules(Trigger.CLOSE, [([Node.STOPPED], IGNORE, None, "already stopped")]),
+    *[
+        rule
+        for trigger in MARKET_DATA_TRIGGERS
+        for rule in _rules(trigger, [(tuple(Node), IGNORE, None, "no market data here")])
+    ],
 ]
 
 #: The connection table every socket runs.
@@ -523,6 +587,430 @@ PENALTY_TABLE: Table[PenaltyNode, PenaltyTrigger] = Table(
 )
 
 
+# --- the market-data table ------------------------------------------------------------------
+
+M = MdNode
+_MD_CONNECTED = (M.CONNECTING, M.AUTHENTICATING, M.RESTORING, M.LIVE)
+_MD_UNCONNECTED = (M.DISCONNECTED, M.BACKOFF, M.STOPPED)
+_MD_STREAMING = (M.RESTORING, M.LIVE)
+
+
+def _md_others(*nodes: MdNode) -> tuple[MdNode, ...]:
+    return tuple(node for node in MdNode if node not in nodes)
+
+
+def _md_ending(
+    trigger: Trigger,
+    source: Sequence[MdNode],
+    doc: str,
+    action: Action = Action.END_CONNECTION,
+) -> list[Rule[MdNode, Trigger]]:
+    """A connection ended: stop when the retry budget is used up, else back off."""
+    return [
+        _move(
+            trigger,
+            source,
+            M.STOPPED,
+            "no attempts left",
+            guard=Guard.RETRY_BUDGET_EXHAUSTED,
+            action=action,
+        ),
+        _move(trigger, source, M.BACKOFF, doc, action=action),
+        *_rules(
+            trigger, [(_md_others(*source), IGNORE, None, "no connection of this node to end")]
+        ),
+    ]
+
+
+def _md_streaming(trigger: Trigger, action: Action, doc: str) -> list[Rule[MdNode, Trigger]]:
+    """Handled while subscriptions stream (restoring or live), ignored elsewhere."""
+    return _rules(
+        trigger,
+        [
+            (_MD_STREAMING, HANDLE, action, doc),
+            (_md_others(*_MD_STREAMING), IGNORE, None, "no subscription on this connection"),
+        ],
+    )
+
+
+_MARKET_DATA_RULES: list[Rule[MdNode, Trigger]] = [
+    _move(Trigger.START, [M.DISCONNECTED], M.CONNECTING, "application opened"),
+    *_rules(Trigger.START, [(_md_others(M.DISCONNECTED), IGNORE, None, "already started")]),
+    _move(
+        Trigger.OPENED,
+        [M.CONNECTING],
+        M.AUTHENTICATING,
+        "'o' received",
+        action=Action.SEND_AUTHORIZE,
+    ),
+    *_rules(
+        Trigger.OPENED,
+        [
+            ((M.AUTHENTICATING, *_MD_STREAMING), MALFORMED, None, "a second 'o'"),
+            (_MD_UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    _move(
+        Trigger.AUTHORIZED,
+        [M.AUTHENTICATING],
+        M.LIVE,
+        "authorize s=200, no subscription to restore",
+        guard=Guard.NOTHING_TO_RESTORE,
+        action=Action.GO_LIVE,
+    ),
+    _move(
+        Trigger.AUTHORIZED,
+        [M.AUTHENTICATING],
+        M.RESTORING,
+        "authorize s=200: the wanted subscriptions are asked for again, paced",
+        action=Action.SEND_REQUESTS,
+    ),
+    *_rules(
+        Trigger.AUTHORIZED,
+        [
+            ((M.CONNECTING, *_MD_STREAMING), MALFORMED, None, "authorize not awaited"),
+            (_MD_UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    _move(
+        Trigger.AUTH_REJECTED,
+        [M.AUTHENTICATING],
+        M.STOPPED,
+        "no token could help",
+        guard=Guard.TOKEN_HOPELESS,
+        action=Action.REJECT_TOKEN,
+    ),
+    *_md_ending(
+        Trigger.AUTH_REJECTED, [M.AUTHENTICATING], "token refused: get another", Action.REJECT_TOKEN
+    ),
+    _move(
+        Trigger.RESTORED,
+        [M.RESTORING],
+        M.LIVE,
+        "every wanted subscription answered",
+        action=Action.GO_LIVE,
+    ),
+    *_rules(Trigger.RESTORED, [(_md_others(M.RESTORING), IGNORE, None, "nothing restoring")]),
+    *_md_streaming(Trigger.MARKET_DATA, Action.DELIVER, "to each subscription's consumers"),
+    *_md_streaming(Trigger.CLOCK, Action.DELIVER, "the replay clock, to its watchers"),
+    *_md_streaming(
+        Trigger.SUBSCRIPTION_ANSWER, Action.NOTE_ANSWER, "subscribed, refused or released"
+    ),
+    *_md_streaming(Trigger.REQUESTS_DUE, Action.SEND_REQUESTS, "subscribe and unsubscribe, paced"),
+    *_md_streaming(
+        Trigger.STALE, Action.RESUBSCRIBE, "no value for stale_after: re-subscribed once"
+    ),
+    *_rules(
+        Trigger.ANSWER,
+        [
+            ([M.LIVE], HANDLE, Action.ROUTE_ANSWER, "to the request that waits for it"),
+            (_md_others(M.LIVE), IGNORE, None, "no application request is out"),
+        ],
+    ),
+    *_rules(Trigger.UNREQUESTED, [(tuple(MdNode), IGNORE, None, "duplicate or unknown answer")]),
+    *_rules(
+        Trigger.HEARTBEAT,
+        [
+            (_MD_CONNECTED, HANDLE, Action.COUNT_HEARTBEAT, "the server is alive (a quiet market)"),
+            (_MD_UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    *_rules(Trigger.PUSH, [(tuple(MdNode), IGNORE, None, "props or unknown kinds")]),
+    *_rules(
+        Trigger.MALFORMED,
+        [(_MD_CONNECTED, MALFORMED, None, "skipped"), (_MD_UNCONNECTED, IGNORE, None, "stale")],
+    ),
+    *[
+        rule
+        for trigger in SYNC_TRIGGERS
+        for rule in _rules(trigger, [(tuple(MdNode), IGNORE, None, "no user sync here")])
+    ],
+    *_md_ending(
+        Trigger.CONNECT_FAILED,
+        _MD_CONNECTED,
+        "DNS, TLS, refused, rejected upgrade (the websocket library may report it late)",
+    ),
+    *_md_ending(Trigger.LOST, _MD_CONNECTED, "drop, close, stall or protocol error"),
+    *_md_ending(Trigger.SERVER_CLOSING, _MD_CONNECTED, "a c[code, reason] frame"),
+    *_md_ending(Trigger.SHUTDOWN, _MD_CONNECTED, "a shutdown event: wait by its reasonCode"),
+    *_md_ending(
+        Trigger.TIMED_OUT,
+        [M.CONNECTING, M.AUTHENTICATING, M.RESTORING],
+        "no 'o', no authorize answer or subscriptions unanswered in time",
+    ),
+    _move(Trigger.RETRY, [M.BACKOFF], M.CONNECTING, "backoff delay elapsed"),
+    *_rules(Trigger.RETRY, [(_md_others(M.BACKOFF), IGNORE, None, "not backing off")]),
+    _move(
+        Trigger.FAIL,
+        _md_others(M.STOPPED),
+        M.STOPPED,
+        "unrecoverable: e.g. bad credentials",
+        action=Action.END_CONNECTION,
+    ),
+    *_rules(Trigger.FAIL, [([M.STOPPED], IGNORE, None, "already stopped")]),
+    _move(
+        Trigger.CLOSE,
+        _md_others(M.STOPPED),
+        M.STOPPED,
+        "application closed the engine",
+        action=Action.END_CONNECTION,
+    ),
+    *_rules(Trigger.CLOSE, [([M.STOPPED], IGNORE, None, "already stopped")]),
+]
+
+#: The table of a market-data socket: the connection table's lifecycle, with the restoring
+#: of subscriptions where the user socket syncs (see ``docs/market-data.md``).
+MARKET_DATA_TABLE: Table[MdNode, Trigger] = Table(
+    "marketdata", MdNode, Trigger, MdNode.DISCONNECTED, [MdNode.STOPPED], _MARKET_DATA_RULES
+)
+
+
+# --- the replay table --------------------------------------------------------------------------
+
+#: The replay socket's nodes: the user socket's, with ``syncing.restoring`` (the replay clock
+#: and the subscriptions) before the user sync (the replay account exists once the clock runs).
+REPLAY_NODES: tuple[Node | MdNode, ...] = (
+    Node.DISCONNECTED,
+    Node.CONNECTING,
+    Node.AUTHENTICATING,
+    MdNode.RESTORING,
+    *_SYNCING,
+    Node.LIVE,
+    Node.BACKOFF,
+    Node.STOPPED,
+)
+_R_CONNECTED: tuple[Node | MdNode, ...] = (
+    Node.CONNECTING,
+    Node.AUTHENTICATING,
+    MdNode.RESTORING,
+    *_SYNCING,
+    Node.LIVE,
+)
+_R_UNCONNECTED: tuple[Node | MdNode, ...] = UNCONNECTED
+_R_STREAMING: tuple[Node | MdNode, ...] = (MdNode.RESTORING, *_SYNCING, Node.LIVE)
+
+
+def _r(*nodes: Node | MdNode) -> tuple[Node | MdNode, ...]:
+    """Nodes of the replay table, typed as such."""
+    return nodes
+
+
+def _r_others(*nodes: Node | MdNode) -> tuple[Node | MdNode, ...]:
+    return tuple(node for node in REPLAY_NODES if node not in nodes)
+
+
+def _r_ending(
+    trigger: Trigger,
+    source: Sequence[Node | MdNode],
+    doc: str,
+    action: Action = Action.END_CONNECTION,
+) -> list[Rule[Node | MdNode, Trigger]]:
+    return [
+        _move(
+            trigger,
+            source,
+            Node.STOPPED,
+            "no attempts left",
+            guard=Guard.RETRY_BUDGET_EXHAUSTED,
+            action=action,
+        ),
+        _move(trigger, source, Node.BACKOFF, doc, action=action),
+        *_rules(trigger, [(_r_others(*source), IGNORE, None, "no connection of this node to end")]),
+    ]
+
+
+def _r_streaming(trigger: Trigger, action: Action, doc: str) -> list[Rule[Node | MdNode, Trigger]]:
+    return _rules(
+        trigger,
+        [
+            (_R_STREAMING, HANDLE, action, doc),
+            (_r_others(*_R_STREAMING), IGNORE, None, "no subscription on this connection"),
+        ],
+    )
+
+
+_R_SYNC = (Node.SYNC_SENT, Node.SYNC_COLLECTING)
+
+_REPLAY_RULES: list[Rule[Node | MdNode, Trigger]] = [
+    _move(Trigger.START, _r(Node.DISCONNECTED), Node.CONNECTING, "application opened"),
+    *_rules(Trigger.START, [(_r_others(Node.DISCONNECTED), IGNORE, None, "already started")]),
+    _move(
+        Trigger.OPENED,
+        _r(Node.CONNECTING),
+        Node.AUTHENTICATING,
+        "'o' received",
+        action=Action.SEND_AUTHORIZE,
+    ),
+    *_rules(
+        Trigger.OPENED,
+        [
+            (_r_others(Node.CONNECTING, *_R_UNCONNECTED), MALFORMED, None, "a second 'o'"),
+            (_R_UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    _move(
+        Trigger.AUTHORIZED,
+        _r(Node.AUTHENTICATING),
+        MdNode.RESTORING,
+        "authorize s=200: check the replay session, start its clock, restore subscriptions",
+        action=Action.SEND_REQUESTS,
+    ),
+    *_rules(
+        Trigger.AUTHORIZED,
+        [
+            (_r_others(Node.AUTHENTICATING, *_R_UNCONNECTED), MALFORMED, None, "not awaited"),
+            (_R_UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    _move(
+        Trigger.AUTH_REJECTED,
+        _r(Node.AUTHENTICATING),
+        Node.STOPPED,
+        "no token could help",
+        guard=Guard.TOKEN_HOPELESS,
+        action=Action.REJECT_TOKEN,
+    ),
+    *_r_ending(
+        Trigger.AUTH_REJECTED,
+        _r(Node.AUTHENTICATING),
+        "token refused: get another",
+        Action.REJECT_TOKEN,
+    ),
+    _move(
+        Trigger.RESTORED,
+        _r(MdNode.RESTORING),
+        Node.SYNC_PACED,
+        "the clock runs and every subscription is answered: the replay account can sync",
+    ),
+    *_rules(Trigger.RESTORED, [(_r_others(MdNode.RESTORING), IGNORE, None, "nothing restoring")]),
+    _move(
+        Trigger.BUDGET_READY,
+        _r(Node.SYNC_PACED),
+        Node.SYNC_SENT,
+        "rate budget free",
+        action=Action.SEND_SYNC,
+    ),
+    *_rules(Trigger.BUDGET_READY, [(_r_others(Node.SYNC_PACED), IGNORE, None, "nothing paced")]),
+    _move(
+        Trigger.SNAPSHOT,
+        _r(Node.SYNC_SENT),
+        Node.LIVE,
+        "snapshot applied with the events that raced it",
+        action=Action.GO_LIVE,
+    ),
+    *_rules(
+        Trigger.SNAPSHOT,
+        [
+            (_r_others(Node.SYNC_SENT, *_R_UNCONNECTED), MALFORMED, None, "no snapshot awaited"),
+            (_R_UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    _move(
+        Trigger.SNAPSHOT_PART,
+        _r(Node.SYNC_SENT),
+        Node.SYNC_COLLECTING,
+        "first split part",
+        action=Action.COLLECT_PART,
+    ),
+    *_rules(
+        Trigger.SNAPSHOT_PART,
+        [
+            (_r(Node.SYNC_COLLECTING), HANDLE, Action.COLLECT_PART, "another part"),
+            (_r(Node.LIVE), HANDLE, Action.APPLY_LATE_PART, "a part after the quiet period"),
+            (
+                _r(Node.CONNECTING, Node.AUTHENTICATING, MdNode.RESTORING, Node.SYNC_PACED),
+                MALFORMED,
+                None,
+                "no snapshot awaited",
+            ),
+            (_R_UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    _move(
+        Trigger.PARTS_COMPLETE,
+        _r(Node.SYNC_COLLECTING),
+        Node.LIVE,
+        "split_quiet passed without a part: snapshot assembled and applied",
+        action=Action.GO_LIVE,
+    ),
+    *_rules(Trigger.PARTS_COMPLETE, [(_r_others(Node.SYNC_COLLECTING), IGNORE, None, "no parts")]),
+    *_r_ending(Trigger.SYNC_REJECTED, _R_SYNC, "syncrequest refused, penalised or rate limited"),
+    *_rules(
+        Trigger.PROPS,
+        [
+            (_r(Node.LIVE), HANDLE, Action.APPLY_PROPS, "applied to the store"),
+            (_R_SYNC, HANDLE, Action.BUFFER_PROPS, "races the snapshot: kept, coalesced"),
+            (
+                _r(Node.CONNECTING, Node.AUTHENTICATING, MdNode.RESTORING, Node.SYNC_PACED),
+                IGNORE,
+                None,
+                "before any syncrequest: nobody asked for it",
+            ),
+            (_R_UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    *_r_streaming(Trigger.MARKET_DATA, Action.DELIVER, "to each subscription's consumers"),
+    *_r_streaming(Trigger.CLOCK, Action.DELIVER, "the replay clock, to its watchers"),
+    *_r_streaming(
+        Trigger.SUBSCRIPTION_ANSWER, Action.NOTE_ANSWER, "replay, subscription or speed answer"
+    ),
+    *_r_streaming(Trigger.REQUESTS_DUE, Action.SEND_REQUESTS, "subscribe, unsubscribe, speed"),
+    *_r_streaming(Trigger.STALE, Action.RESUBSCRIBE, "re-subscribed once"),
+    *_rules(
+        Trigger.ANSWER,
+        [
+            (_r(Node.LIVE), HANDLE, Action.ROUTE_ANSWER, "to the request that waits for it"),
+            (_r_others(Node.LIVE), IGNORE, None, "no application request is out"),
+        ],
+    ),
+    *_rules(Trigger.UNREQUESTED, [(REPLAY_NODES, IGNORE, None, "duplicate or unknown answer")]),
+    *_rules(
+        Trigger.HEARTBEAT,
+        [
+            (_R_CONNECTED, HANDLE, Action.COUNT_HEARTBEAT, "the server is alive"),
+            (_R_UNCONNECTED, IGNORE, None, "stale"),
+        ],
+    ),
+    *_rules(Trigger.PUSH, [(REPLAY_NODES, IGNORE, None, "unknown kinds")]),
+    *_rules(
+        Trigger.MALFORMED,
+        [(_R_CONNECTED, MALFORMED, None, "skipped"), (_R_UNCONNECTED, IGNORE, None, "stale")],
+    ),
+    *_r_ending(Trigger.CONNECT_FAILED, _R_CONNECTED, "DNS, TLS, refused, rejected upgrade"),
+    *_r_ending(Trigger.LOST, _R_CONNECTED, "drop, close, stall or protocol error"),
+    *_r_ending(Trigger.SERVER_CLOSING, _R_CONNECTED, "a c[code, reason] frame"),
+    *_r_ending(Trigger.SHUTDOWN, _R_CONNECTED, "a shutdown event: wait by its reasonCode"),
+    *_r_ending(
+        Trigger.TIMED_OUT,
+        _r(Node.CONNECTING, Node.AUTHENTICATING, MdNode.RESTORING, Node.SYNC_SENT),
+        "no 'o', no authorize answer, replay or subscriptions unanswered, or no snapshot",
+    ),
+    _move(Trigger.RETRY, _r(Node.BACKOFF), Node.CONNECTING, "backoff delay elapsed"),
+    *_rules(Trigger.RETRY, [(_r_others(Node.BACKOFF), IGNORE, None, "not backing off")]),
+    _move(
+        Trigger.FAIL,
+        _r_others(Node.STOPPED),
+        Node.STOPPED,
+        "unrecoverable: bad credentials, a refused replay",
+        action=Action.END_CONNECTION,
+    ),
+    *_rules(Trigger.FAIL, [(_r(Node.STOPPED), IGNORE, None, "already stopped")]),
+    _move(
+        Trigger.CLOSE,
+        _r_others(Node.STOPPED),
+        Node.STOPPED,
+        "application closed the engine",
+        action=Action.END_CONNECTION,
+    ),
+    *_rules(Trigger.CLOSE, [(_r(Node.STOPPED), IGNORE, None, "already stopped")]),
+]
+
+#: The table of a replay socket: market data, the replay clock and the user sync on one socket.
+REPLAY_TABLE: Table[Node | MdNode, Trigger] = Table(
+    "replay", REPLAY_NODES, Trigger, Node.DISCONNECTED, [Node.STOPPED], _REPLAY_RULES
+)
+
+
 #: Observers told of every rule :meth:`Statechart.fire` takes, called as
 #: ``observer(table, node, trigger, rule)`` with the node the chart was in. Empty, and then
 #: costing one truth test per fire, unless a certification run or the test suite's
@@ -547,7 +1035,7 @@ class Policy(Protocol):
 
 class _NoPolicy:
     def check(self, guard: Guard, event: object) -> bool:
-        return guard is Guard.SYNC_BUDGET_FREE
+        return guard in (Guard.SYNC_BUDGET_FREE, Guard.NOTHING_TO_RESTORE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -743,7 +1231,7 @@ class Statechart(Generic[N, T]):
 
 
 def _as_state(node: enum.Enum) -> State:
-    if isinstance(node, Node):
+    if isinstance(node, Node | MdNode):
         return node.state
     raise TypeError(f"{node!r} has no connection state; pass state_of")
 
@@ -868,19 +1356,21 @@ def matrix(table: Table[Any, Any]) -> list[str]:
 
 
 def to_markdown() -> str:
-    """``statecharts/README.md``: both tables, their matrices and the diagrams."""
+    """``statecharts/README.md``: every table, its matrix and its diagram."""
     lines = [
         "# Statecharts",
         "",
         "Generated by `make diagrams` from `trio_tradovate.statechart` (`CONNECTION_TABLE`,",
-        "`PENALTY_TABLE`), the tables the engine runs. Do not edit: a test regenerates these",
-        "files and fails on any difference.",
+        "`MARKET_DATA_TABLE`, `REPLAY_TABLE`, `PENALTY_TABLE`), the tables the engine runs.",
+        "Do not edit: a test regenerates these files and fails on any difference.",
         "",
-        "Files: `connection.mmd`, `connection.dot`, `connection.json` and `penalty.mmd`,",
-        "`penalty.json`. Outcomes: a state name is a recorded move (rows of a cell are tried in",
-        "order, the first whose guard holds is taken); `handle` is dealt with in place (no",
-        "record); `ignore` is counted as `ignored.<trigger>`; `malformed` is counted as",
-        "malformed input and logged. The connection stays up for all three.",
+        "Files: `connection.mmd`, `connection.dot`, `connection.json`, `marketdata.mmd`,",
+        "`marketdata.dot`, `marketdata.json`, `replay.mmd`, `replay.json` and `penalty.mmd`,",
+        "`penalty.json`. Outcomes: a",
+        "state name is a recorded move (rows of a cell are tried in order, the first whose",
+        "guard holds is taken); `handle` is dealt with in place (no record); `ignore` is",
+        "counted as `ignored.<trigger>`; `malformed` is counted as malformed input and logged.",
+        "The connection stays up for all three.",
         "",
         "## Connection nodes",
         "",
@@ -888,6 +1378,7 @@ def to_markdown() -> str:
         "|---|---|---|",
     ]
     docs = _member_docs(Node)
+    md_docs = _member_docs(MdNode)
     for node in Node:
         lines.append(f"| `{node.value}` | `{node.state.value}` | {docs.get(node.name, '')} |")
     lines += [
@@ -907,6 +1398,37 @@ def to_markdown() -> str:
         "",
         "```mermaid",
         to_mermaid().rstrip("\n"),
+        "```",
+        "",
+        "## Market data (one table per market-data socket)",
+        "",
+        "| node | state | meaning |",
+        "|---|---|---|",
+        *[
+            f"| `{node.value}` | `{node.state.value}` | {md_docs.get(node.name, '')} |"
+            for node in MdNode
+        ],
+        "",
+        *matrix(MARKET_DATA_TABLE),
+        "",
+        "| trigger | from | to | guard | action | when |",
+        "|---|---|---|---|---|---|",
+        *[_move_row(rule) for rule in MARKET_DATA_TABLE.moves()],
+        "",
+        "```mermaid",
+        to_mermaid(MARKET_DATA_TABLE).rstrip("\n"),
+        "```",
+        "",
+        "## Replay (market data, the replay clock and the user sync on one socket)",
+        "",
+        *matrix(REPLAY_TABLE),
+        "",
+        "| trigger | from | to | guard | action | when |",
+        "|---|---|---|---|---|---|",
+        *[_move_row(rule) for rule in REPLAY_TABLE.moves()],
+        "",
+        "```mermaid",
+        to_mermaid(REPLAY_TABLE).rstrip("\n"),
         "```",
         "",
         "## Penalty region (one per engine)",
@@ -955,6 +1477,11 @@ DIAGRAM_FILES: dict[str, Callable[[], str]] = {
     "connection.mmd": to_mermaid,
     "connection.dot": to_dot,
     "connection.json": to_json,
+    "marketdata.mmd": lambda: to_mermaid(MARKET_DATA_TABLE),
+    "marketdata.dot": lambda: to_dot(MARKET_DATA_TABLE),
+    "marketdata.json": lambda: to_json(MARKET_DATA_TABLE),
+    "replay.mmd": lambda: to_mermaid(REPLAY_TABLE),
+    "replay.json": lambda: to_json(REPLAY_TABLE),
     "penalty.mmd": lambda: to_mermaid(PENALTY_TABLE),
     "penalty.json": lambda: to_json(PENALTY_TABLE),
     "README.md": to_markdown,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -67,6 +68,7 @@ from .session import (
     Fault,
     Limits,
     MalformedInput,
+    Session,
     SessionEvent,
     SnapshotPart,
     SnapshotReady,
@@ -80,10 +82,12 @@ from .statechart import (
     CONNECTION_TABLE,
     Action,
     Fired,
+    MdNode,
     Node,
     Outcome,
     State,
     Statechart,
+    Table,
     TransitionRecord,
     Trigger,
 )
@@ -135,31 +139,139 @@ class SocketContext:
     collector: CollectorDiscipline
 
 
-class SocketSupervisor:
-    """One socket of an engine: its chart, its reconnect policy and its connection loop."""
+class Conversation(Protocol):
+    """What one kind of socket says, beside what every socket shares.
+
+    The supervisor runs every socket the same way (connect, ``authorize``, heartbeats, the
+    silence watchdog, faults, backoff, records); a conversation names the socket's table, its
+    URL and its sans-I/O session, and does the actions of the table that only it knows.
+    :class:`SyncConversation` is the user-sync socket's;
+    :class:`~trio_tradovate.mdsocket.MdConversation` is a market-data socket's.
+    """
+
+    #: The declared table this socket runs.
+    table: Table[Any, Trigger]
+    #: Whether application requests (the engine's queue) are sent on this socket once live.
+    serves_requests: bool
+
+    @property
+    def url(self) -> str:
+        """The websocket URL."""
+
+    def session(self, token: auth.AccessToken, *, generation: int, now: float) -> Session:
+        """A new session for one connection."""
+
+    def act(self, action: Action, event: object, session: Session, generation: int) -> list[str]:
+        """Do one of this socket's own actions; the frames it sends, in order."""
+
+    def connection_ended(self, fault: Fault) -> None:
+        """A connection ended with ``fault`` (a penalised sync's ticket is kept from it)."""
+
+
+class SyncConversation:
+    """The user-sync socket: one ``user/syncrequest`` per connection, the snapshot into the
+    store, then ``props`` events."""
+
+    table: Table[Any, Trigger] = CONNECTION_TABLE
+    serves_requests = True
 
     def __init__(self, context: SocketContext, index: int, sync: SyncOptions) -> None:
         self._ctx = context
-        self.index = index
+        self._index = index
         self._sync = sync
         config = context.config
-        seed = None if config.seed is None else config.seed + index
-        self._policy = ReconnectPolicy(config.backoff, random.Random(seed))
-        self._chart: Statechart[Node, Trigger] = Statechart(
-            CONNECTION_TABLE,
-            clock=trio.current_time,
-            policy=self._policy,
-            on_record=context.on_record,
-            on_count=self._count,
-            wall_clock=context.wall_clock,
-            shard=index,
-        )
         self._limits = Limits(
             connect=config.connect_timeout,
             authorize=config.auth_timeout,
             sync=config.sync_timeout,
             silence=config.server_silence_timeout,
             split_quiet=sync.split_quiet,
+        )
+        #: The p-ticket the next syncrequest presents (a penalised sync's, docs/protocol.md §8).
+        self.ticket: str | None = None
+
+    @property
+    def url(self) -> str:
+        return self._ctx.config.websocket_url
+
+    def session(self, token: auth.AccessToken, *, generation: int, now: float) -> Session:
+        ctx = self._ctx
+        governor = ctx.governor
+        return SyncSession(
+            generation=generation,
+            now=now,
+            limits=self._limits,
+            token=token.token,
+            token_minted_at=token.minted_at,
+            renewable=ctx.tokens.renewable,
+            split=self._sync.split_responses,
+            sync_pace=lambda at: governor.delay("user/syncrequest", at),
+            lockout_seconds=ctx.config.lockout_seconds,
+        )
+
+    def act(self, action: Action, event: object, session: Session, generation: int) -> list[str]:
+        assert isinstance(session, SyncSession)
+        ctx = self._ctx
+        owner = self._index
+        if action is Action.APPLY_PROPS:
+            assert isinstance(event, EntityEvents)
+            ctx.writer.events(event.updates, generation=generation, owner=owner)
+        elif action is Action.BUFFER_PROPS:
+            assert isinstance(event, EntityEvents)
+            session.buffer(event.updates)
+        elif action is Action.SEND_SYNC:
+            ctx.governor.record("user/syncrequest", trio.current_time())
+            return [session.sync(self._sync_body())]
+        elif action is Action.APPLY_LATE_PART:
+            assert isinstance(event, SnapshotPart)
+            ctx.writer.late_part(event.part, generation=generation, owner=owner)
+        elif action is Action.GO_LIVE:
+            snapshot = event.snapshot if isinstance(event, SnapshotReady) else session.assembled()
+            ctx.writer.snapshot(
+                snapshot, session.take_buffered(), generation=generation, owner=owner
+            )
+            del snapshot
+            ctx.collector.snapshot_applied()
+        # COLLECT_PART: the session keeps the parts.
+        return []
+
+    def connection_ended(self, fault: Fault) -> None:
+        self.ticket = fault.ticket
+
+    def _sync_body(self) -> Mapping[str, Any]:
+        body = self._sync.body(self._ctx.tokens.user_id)
+        if self.ticket is not None:  # the resend of a penalised sync carries its ticket
+            body = {**body, "p-ticket": self.ticket}
+        return body
+
+
+class SocketSupervisor:
+    """One socket of an engine: its chart, its reconnect policy and its connection loop."""
+
+    def __init__(
+        self,
+        context: SocketContext,
+        index: int,
+        sync: SyncOptions | None = None,
+        conversation: Conversation | None = None,
+    ) -> None:
+        self._ctx = context
+        self.index = index
+        if conversation is None:
+            assert sync is not None, "a user-sync socket needs its SyncOptions"
+            conversation = SyncConversation(context, index, sync)
+        self._conversation = conversation
+        config = context.config
+        seed = None if config.seed is None else config.seed + index
+        self._policy = ReconnectPolicy(config.backoff, random.Random(seed))
+        self._chart: Statechart[Node | MdNode, Trigger] = Statechart(
+            conversation.table,
+            clock=trio.current_time,
+            policy=self._policy,
+            on_record=context.on_record,
+            on_count=self._count,
+            wall_clock=context.wall_clock,
+            shard=index,
         )
         #: The websocket layer, chosen once from the config (the only place that reads it).
         self._link_class = link_class(config.websocket_layer)
@@ -168,6 +280,8 @@ class SocketSupervisor:
         self._close_reason = "application closed the engine"
         self.stop_reason: str | None = None
         self.stop_error: TradovateError | None = None
+        self._session: Session | None = None
+        self._waiting: trio.CancelScope | None = None
 
     # ----------------------------------------------------------------- read-only view
 
@@ -177,7 +291,7 @@ class SocketSupervisor:
         return self._chart.node.state
 
     @property
-    def node(self) -> Node:
+    def node(self) -> Node | MdNode:
         """This socket's node in the table (``syncing.sent`` where :attr:`state` says
         ``syncing``)."""
         return self._chart.node
@@ -193,6 +307,14 @@ class SocketSupervisor:
         return self._policy.failed_attempts
 
     # ----------------------------------------------------------------- lifecycle
+
+    def wake(self) -> None:
+        """Something outside the socket changed what its session would plan now (a
+        subscription wanted or released): the loop asks the session at once."""
+        if self._session is not None:
+            self._session.wake()
+        if self._waiting is not None:
+            self._waiting.deadline = -math.inf
 
     def close(self, reason: str) -> None:
         """Make :meth:`run` end, recording ``reason`` in the ``close`` transition."""
@@ -210,14 +332,14 @@ class SocketSupervisor:
             with self.run_scope:
                 await self._run()
         finally:
-            if self._chart.node is not Node.STOPPED:
+            if self._chart.node.state is not State.STOPPED:
                 self.stop_error = None
                 self._fire(Trigger.CLOSE, self._close_reason)
 
     def _count(self, name: str) -> None:
         self._ctx.counters[name] += 1
 
-    def _fire(self, trigger: Trigger, reason: str, event: object = None) -> Fired[Node]:
+    def _fire(self, trigger: Trigger, reason: str, event: object = None) -> Fired[Node | MdNode]:
         fired = self._chart.fire(trigger, reason=reason, generation=self._generation, event=event)
         if fired.record is not None and fired.record.dest is State.STOPPED:
             self.stop_reason = reason
@@ -225,13 +347,13 @@ class SocketSupervisor:
 
     async def _run(self) -> None:
         self._fire(Trigger.START, "application opened the engine")
-        ticket: str | None = None
+        conversation = self._conversation
         while True:
             self._generation += 1
-            fault, ended_at = await self._connection_cycle(ticket)
-            if self._chart.node is Node.STOPPED:
+            fault, ended_at = await self._connection_cycle()
+            if self._chart.node.state is State.STOPPED:
                 return
-            ticket = fault.ticket
+            conversation.connection_ended(fault)
             delay, why = self._policy.delay(fault)
             log = logger.error if fault.kind == "shutdown" else logger.warning
             log(
@@ -260,7 +382,7 @@ class SocketSupervisor:
         fired = self._fire(event.trigger, fault.describe(), event)
         if fired.action is Action.REJECT_TOKEN and token is not None:
             self._ctx.tokens.reject(token)
-        if self._chart.node is Node.STOPPED:
+        if self._chart.node.state is State.STOPPED:
             logger.error("%s; the socket stops (%s)", fault.describe(), fired.rule.doc)
         return fault, now
 
@@ -274,7 +396,7 @@ class SocketSupervisor:
             self._ctx.penalties.lockout(fault.lockout)
         return fault
 
-    async def _connection_cycle(self, ticket: str | None) -> tuple[Fault, float]:
+    async def _connection_cycle(self) -> tuple[Fault, float]:
         """One connection attempt, from token to the first fault."""
         ctx = self._ctx
         config = ctx.config
@@ -286,7 +408,7 @@ class SocketSupervisor:
             return self._end(ConnectFailed(Fault("login_penalized", exc)))
         except ConnectError as exc:
             return self._end(ConnectFailed(connect_fault(exc)))
-        url = urlsplit(config.websocket_url)
+        url = urlsplit(self._conversation.url)
         host = url.hostname or ""
         tls = url.scheme == "wss"
         port = url.port or (443 if tls else 80)
@@ -311,7 +433,7 @@ class SocketSupervisor:
                     nursery.cancel_scope.cancel()
                     return self._end(ConnectFailed(connect_fault(classify_connect_error(exc))))
                 try:
-                    return await self._converse(nursery, link, token, ticket)
+                    return await self._converse(nursery, link, token)
                 finally:
                     await link.aclose()
                     nursery.cancel_scope.cancel()
@@ -330,24 +452,15 @@ class SocketSupervisor:
         nursery: trio.Nursery,
         link: Link,
         token: auth.AccessToken,
-        ticket: str | None,
     ) -> tuple[Fault, float]:
         """The loop: messages and deadlines in, the session's events fired, until one ends
         the connection."""
         ctx = self._ctx
         counters = ctx.counters
-        governor = ctx.governor
-        session = SyncSession(
-            generation=self._generation,
-            now=trio.current_time(),
-            limits=self._limits,
-            token=token.token,
-            token_minted_at=token.minted_at,
-            renewable=ctx.tokens.renewable,
-            split=self._sync.split_responses,
-            sync_pace=lambda now: governor.delay("user/syncrequest", now),
-            lockout_seconds=ctx.config.lockout_seconds,
+        session = self._conversation.session(
+            token, generation=self._generation, now=trio.current_time()
         )
+        self._session = session
         outbound = Outbound(session.request_ids)
         sender_scope = trio.CancelScope()
         nursery.start_soon(self._heartbeat, link, session.started_at)
@@ -368,11 +481,9 @@ class SocketSupervisor:
                         result = self._end(event, token)
                         ended = result[0]
                         return result
-                    frame = self._step(
-                        event, session, link, outbound, nursery, sender_scope, ticket
+                    outgoing.extend(
+                        self._step(event, session, link, outbound, nursery, sender_scope)
                     )
-                    if frame is not None:
-                        outgoing.append(frame)
             return None
 
         try:
@@ -385,6 +496,7 @@ class SocketSupervisor:
                 # takes the next deadline. Only the wait for a read is inside it: the events
                 # are handled without awaiting, and frames to send go out after it is left.
                 with trio.CancelScope() as waiting:
+                    self._waiting = waiting
                     while not outgoing:
                         deadline = session.next_deadline()
                         if deadline < waiting.deadline:
@@ -407,6 +519,7 @@ class SocketSupervisor:
                                 result = handle(itertools.chain([events], rest))
                         if result is not None:
                             return result
+                self._waiting = None
                 if waiting.cancelled_caught:
                     result = handle([session.expire(trio.current_time())])
                     if result is not None:
@@ -415,6 +528,7 @@ class SocketSupervisor:
                     await link.send(frame)
                 outgoing.clear()
         finally:
+            self._session = self._waiting = None
             ctx.collector.connection_ended()
             sender_scope.cancel()
             cause = ended.error if ended is not None else EngineStopped("closing")
@@ -423,16 +537,15 @@ class SocketSupervisor:
     def _step(
         self,
         event: SessionEvent,
-        session: SyncSession,
+        session: Session,
         link: Link,
         outbound: Outbound,
         nursery: trio.Nursery,
         sender_scope: trio.CancelScope,
-        ticket: str | None,
-    ) -> str | None:
-        """Fire one non-ending event and do the action its rule names; return the frame the
-        action sends, if any (made now, so the session knows its id before the next message
-        is read; the caller sends it)."""
+    ) -> list[str]:
+        """Fire one non-ending event and do the action its rule names; return the frames the
+        action sends (made now, so the session knows their ids before the next message is
+        read; the caller sends them)."""
         chart = self._chart
         # Every event goes through the chart (so its observers see every cell); a `handle`
         # rule records nothing, so its reason text is not built. Props come a run per read,
@@ -445,16 +558,9 @@ class SocketSupervisor:
         if action is None:
             if isinstance(event, Unrequested):
                 logger.warning("%s (id %d) ignored", event.why, event.response.request_id)
-            return None
+            return []
         ctx = self._ctx
-        generation = self._generation
-        if action is Action.APPLY_PROPS:
-            assert isinstance(event, EntityEvents)
-            ctx.writer.events(event.updates, generation=generation, owner=self.index)
-        elif action is Action.BUFFER_PROPS:
-            assert isinstance(event, EntityEvents)
-            session.buffer(event.updates)
-        elif action is Action.COUNT_HEARTBEAT:
+        if action is Action.COUNT_HEARTBEAT:
             ctx.counters["server_heartbeats"] += 1
         elif action is Action.ROUTE_ANSWER:
             assert isinstance(event, Answer)
@@ -462,31 +568,15 @@ class SocketSupervisor:
                 logger.debug("reply to unknown request %d dropped", event.response.request_id)
                 ctx.counters["late_replies"] += 1
         elif action is Action.SEND_AUTHORIZE:
-            return session.authorize()
-        elif action is Action.SEND_SYNC:
-            ctx.governor.record("user/syncrequest", trio.current_time())
-            return session.sync(self._sync_body(ticket))
-        elif action is Action.COLLECT_PART:
-            pass  # the session keeps the parts
-        elif action is Action.APPLY_LATE_PART:
-            assert isinstance(event, SnapshotPart)
-            ctx.writer.late_part(event.part, generation=generation, owner=self.index)
-        elif action is Action.GO_LIVE:
-            snapshot = event.snapshot if isinstance(event, SnapshotReady) else session.assembled()
-            ctx.writer.snapshot(
-                snapshot, session.take_buffered(), generation=generation, owner=self.index
-            )
-            del snapshot
-            ctx.collector.snapshot_applied()
-            self._policy.went_live(trio.current_time())
-            nursery.start_soon(self._sender, link, outbound, sender_scope)
-        return None
-
-    def _sync_body(self, ticket: str | None) -> Mapping[str, Any]:
-        body = self._sync.body(self._ctx.tokens.user_id)
-        if ticket is not None:  # the resend of a penalised sync carries its ticket
-            body = {**body, "p-ticket": ticket}
-        return body
+            return [session.authorize()]
+        else:
+            frames = self._conversation.act(action, event, session, self._generation)
+            if action is Action.GO_LIVE:
+                self._policy.went_live(trio.current_time())
+                if self._conversation.serves_requests:
+                    nursery.start_soon(self._sender, link, outbound, sender_scope)
+            return frames
+        return []
 
     async def _heartbeat(self, link: Link, started_at: float) -> None:
         interval = self._ctx.config.heartbeat_interval
@@ -506,7 +596,7 @@ class SocketSupervisor:
 
 
 def _read(
-    session: SyncSession, messages: list[str | bytes], now: float, index: int = 0
+    session: Session, messages: list[str | bytes], now: float, index: int = 0
 ) -> Iterator[list[SessionEvent]]:
     """The events of one read from ``index`` on, a batch at a time (see
     :meth:`Session.receive_batch`)."""

@@ -24,12 +24,12 @@ async def test_demo_shows_transitions_account_and_recovery(
     out = io.StringIO()
     assert await run_demo(20.0, 3, out) == 0
     text = out.getvalue()
-    assert text.count("-> live") == 2  # live, dropped, live again
+    assert text.count("-> live") == 4  # user and market-data sockets: live, dropped, live again
     assert "live -> backoff" in text
     assert " working, " in text
     assert " fills; cash " in text
     assert "DEMO" in text  # accounts by name
-    assert "1 reconnect(s)" in text
+    assert "2 reconnect(s)" in text  # one per socket
     assert text.rstrip().endswith("entities in store")
 
 
