@@ -168,6 +168,8 @@ class SocketSupervisor:
         self._close_reason = "application closed the engine"
         self.stop_reason: str | None = None
         self.stop_error: TradovateError | None = None
+        #: Trio time this socket last read frames (``None`` until it does): staleness.
+        self.last_frame_at: float | None = None
 
     # ----------------------------------------------------------------- read-only view
 
@@ -214,6 +216,15 @@ class SocketSupervisor:
                 self.stop_error = None
                 self._fire(Trigger.CLOSE, self._close_reason)
 
+    def _log_fields(self, fault_kind: str | None = None) -> dict[str, object]:
+        """The structured fields of this socket's log records (see ``logs.py``)."""
+        return {
+            "socket": self.index,
+            "generation": self._generation,
+            "state": self.state.value,
+            "fault_kind": fault_kind,
+        }
+
     def _count(self, name: str) -> None:
         self._ctx.counters[name] += 1
 
@@ -240,6 +251,7 @@ class SocketSupervisor:
                 delay,
                 self._policy.failed_attempts,
                 why,
+                extra=self._log_fields(fault.kind),
             )
             # Measured from when the fault was known, not from when cleanup finished.
             await trio.sleep_until(ended_at + delay)
@@ -261,7 +273,12 @@ class SocketSupervisor:
         if fired.action is Action.REJECT_TOKEN and token is not None:
             self._ctx.tokens.reject(token)
         if self._chart.node is Node.STOPPED:
-            logger.error("%s; the socket stops (%s)", fault.describe(), fired.rule.doc)
+            logger.error(
+                "%s; the socket stops (%s)",
+                fault.describe(),
+                fired.rule.doc,
+                extra=self._log_fields(fault.kind),
+            )
         return fault, now
 
     def _note_fault(self, event: Ending) -> Fault:
@@ -397,7 +414,7 @@ class SocketSupervisor:
                             assert result is not None  # a closed socket always ends it
                             return result
                         counters["frames_received"] += len(messages)
-                        now = trio.current_time()
+                        now = self.last_frame_at = trio.current_time()
                         with ctx.collector.around(messages):  # parsed and applied in it
                             events, index = session.receive_batch(messages, now)
                             if index == len(messages):  # one batch, as a streaming read is
@@ -444,7 +461,12 @@ class SocketSupervisor:
             session.entered(chart.node, trio.current_time())
         if action is None:
             if isinstance(event, Unrequested):
-                logger.warning("%s (id %d) ignored", event.why, event.response.request_id)
+                logger.warning(
+                    "%s (id %d) ignored",
+                    event.why,
+                    event.response.request_id,
+                    extra=self._log_fields(),
+                )
             return None
         ctx = self._ctx
         generation = self._generation
