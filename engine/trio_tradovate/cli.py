@@ -26,6 +26,7 @@ from contextlib import AsyncExitStack, suppress
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn, TextIO
 
 import orjson
@@ -123,14 +124,22 @@ def _exit_code(exc: BaseException, err: TextIO) -> int:
 
 
 def _forward_sigterm_as_sigint() -> None:
-    """Before trio runs (and for the synchronous commands), SIGTERM becomes SIGINT, which
-    trio turns into a ``KeyboardInterrupt`` at a safe point: one path for both signals."""
+    """Before trio runs (and for the synchronous commands), SIGTERM is handled as SIGINT is,
+    by the SIGINT handler in place: trio's while it runs (``KeyboardInterrupt`` at a safe
+    point), Python's otherwise. One path for both signals.
 
-    def forward(signum: int, frame: object) -> None:
-        os.kill(os.getpid(), signal.SIGINT)
+    A background job of a non-interactive shell inherits SIGINT ignored; an explicit
+    ``kill -INT`` is still a request to stop, so Python's handler is put back first (trio only
+    installs its own over Python's)."""
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    with suppress(ValueError):  # not the main thread (a test calling main): leave it
-        signal.signal(signal.SIGTERM, forward)
+    def forward(signum: int, frame: FrameType | None) -> None:
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+
+    signal.signal(signal.SIGTERM, forward)
 
 
 class CliParser(argparse.ArgumentParser):
@@ -538,14 +547,13 @@ async def _log_sim_activity(sim: Any, every: float = 0.25) -> None:
         for audit in sim.sockets:
             if audit.index not in seen_open:
                 seen_open.add(audit.index)
-                logger.info("websocket #%d opened", audit.index, extra={"socket": audit.index})
+                logger.info("websocket #%d opened", audit.index)
             if audit.close_reason is not None and audit.index not in seen_closed:
                 seen_closed.add(audit.index)
                 logger.info(
                     "websocket #%d closed: %s",
                     audit.index,
                     audit.close_reason,
-                    extra={"socket": audit.index},
                 )
         for kind, count in sim.injected.items():
             if count > faults.get(kind, 0):
@@ -585,9 +593,12 @@ async def run_sim(
             server = await stack.enter_async_context(
                 open_simulator_server(sim, host=host, port=port)
             )
-        except OSError as exc:
+        except (OSError, ExceptionGroup) as exc:
+            failure = next((e for e in _leaves(exc) if isinstance(e, OSError)), None)
+            if failure is None:
+                raise
             raise ConfigError(
-                f"--port {port}: cannot listen on {host}: {exc.strerror or exc}"
+                f"--port {port}: cannot listen on {host}: {failure.strerror or failure}"
             ) from None
         base = server.rest_url.removesuffix("/v1")
         out.write(f"REST      {server.rest_url}\n")
