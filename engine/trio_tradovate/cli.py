@@ -463,7 +463,9 @@ async def run_stream(
     """
     async with trio.open_nursery() as nursery, open_engine(config) as engine:
         if metrics_port is not None:
-            await nursery.start(_serve_metrics, engine, metrics_port)
+            bound = await nursery.start(_serve_metrics, engine, metrics_port)
+            err.write(f"monitoring on http://127.0.0.1:{bound} (/metrics, /healthz/ready)\n")
+            err.flush()
         transitions = engine.watch_transitions()
         changes = engine.events()
 

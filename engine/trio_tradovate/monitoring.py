@@ -88,18 +88,23 @@ async def _serve_one(
             request = await _read_request(connection, stream)
             if request is None:
                 return
+            text = "text/plain; charset=utf-8"
             if request.method not in (b"GET", b"HEAD"):
-                status, body, content_type = 405, b"use GET\n", "text/plain; charset=utf-8"
+                status, body, content_type = 405, b"use GET\n", text
             else:
                 path = request.target.decode("ascii", "replace")
-                status, body, content_type = answer(path, snapshot, metrics, max_staleness)
+                try:
+                    status, body, content_type = answer(path, snapshot, metrics, max_staleness)
+                except Exception:  # a bug must not take the engine down with its monitoring
+                    logger.exception("monitoring could not answer %s", path)
+                    status, body, content_type = 500, b"internal error (logged)\n", text
             headers = [
                 ("Content-Type", content_type),
                 ("Content-Length", str(len(body))),
                 ("Connection", "close"),
             ]
             data = connection.send(h11.Response(status_code=status, headers=headers)) or b""
-            if request.method == b"GET":
+            if request.method != b"HEAD":
                 data += connection.send(h11.Data(data=body)) or b""
             data += connection.send(h11.EndOfMessage()) or b""
             await stream.send_all(data)

@@ -386,3 +386,23 @@ def test_sim_clock_starts_today_unless_fixed(
     ).json()
     expires = datetime.fromisoformat(token["expirationTime"].replace("Z", "+00:00"))
     assert 0 < (expires - datetime.now(UTC)).total_seconds() < 24 * 3600
+
+
+@pytest.mark.loopback
+def test_stream_serves_metrics_and_health(
+    sim_process: tuple[subprocess.Popen[str], str],
+) -> None:
+    _, rest_url = sim_process
+    stream = _spawn(
+        "stream", "--rest-url", rest_url, "--view", "plain", "--metrics-port", "0", env=_sim_env()
+    )
+    announced = _read_until(stream.stderr, "monitoring on http://127.0.0.1:")[-1]
+    base = announced.split()[2]
+    _read_until(stream.stdout, '"dest":"live"')
+    ready = httpx.get(f"{base}/healthz/ready", timeout=10)
+    live = httpx.get(f"{base}/healthz/live", timeout=10)
+    scraped = httpx.get(f"{base}/metrics", timeout=10)
+    _stopped_cleanly(stream, signal.SIGINT)
+    assert (ready.status_code, ready.text) == (200, "live\n")
+    assert (live.status_code, live.text) == (200, "running\n")
+    assert 'tradovate_socket_state{socket="0",state="live"} 1.0' in scraped.text
