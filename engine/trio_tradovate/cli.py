@@ -304,20 +304,29 @@ def account_view(engine: Engine) -> str:
     return "".join(lines) or "  (no accounts)\n"
 
 
-async def _live_view(engine: Engine, title: str) -> None:
-    """The rich live view of ``engine`` on the terminal, until cancelled."""
+async def _live_view(engine: Engine, title: str, console: Any = None) -> None:
+    """The rich live view of ``engine`` on ``console`` (default: the terminal), until
+    cancelled."""
     from rich.console import Console
 
     from .console import run_live_view
 
     await run_live_view(
-        engine.snapshot_metrics, partial(account_view, engine), Console(), title=title
+        engine.snapshot_metrics, partial(account_view, engine), console or Console(), title=title
     )
 
 
-async def run_demo(duration: float, seed: int, out: TextIO, *, live_view: bool = False) -> int:
+async def run_demo(
+    duration: float,
+    seed: int,
+    out: TextIO,
+    *,
+    live_view: bool = False,
+    view_console: Any = None,
+) -> int:
     """Simulator and engine in one process; one forced drop halfway; transitions as they
-    happen (or, with ``live_view``, the live view on the terminal)."""
+    happen (or, with ``live_view``, the live view on ``view_console``, a ``rich`` console,
+    default the terminal)."""
     from .sim import SimConfig, open_simulator
 
     async with open_simulator(SimConfig(seed=seed)) as sim:
@@ -335,7 +344,7 @@ async def run_demo(duration: float, seed: int, out: TextIO, *, live_view: bool =
                     out.write(_format_transition(record, origin) + "\n")
 
             if live_view:
-                nursery.start_soon(_live_view, engine, "trio-tradovate demo")
+                nursery.start_soon(_live_view, engine, "trio-tradovate demo", view_console)
             else:
                 nursery.start_soon(show_transitions)
             started = trio.current_time()

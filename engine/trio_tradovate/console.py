@@ -108,9 +108,8 @@ def render(
         f"reconnects {counts.get('reconnects', 0)}, faults: {faults or 'none'}",
         f"waiting for the consumer {snapshot.delivery.get('waiting', 0)}, "
         f"coalesced {snapshot.delivery.get('coalesced', 0)}, "
-        f"queued requests {snapshot.queued_requests}, "
-        f"lockout {lockout}, "
-        f"token left {token}",
+        f"queued requests {snapshot.queued_requests}",
+        f"lockout {lockout}, token left {token}",
     ]
     counters = Text("\n".join(lines))
     return Panel(
