@@ -323,6 +323,8 @@ async def run_demo(
     *,
     live_view: bool = False,
     view_console: Any = None,
+    status_every: float = 0.0,
+    err: TextIO = sys.stderr,
 ) -> int:
     """Simulator and engine in one process; one forced drop halfway; transitions as they
     happen (or, with ``live_view``, the live view on ``view_console``, a ``rich`` console,
@@ -347,6 +349,8 @@ async def run_demo(
                 nursery.start_soon(_live_view, engine, "trio-tradovate demo", view_console)
             else:
                 nursery.start_soon(show_transitions)
+                if status_every > 0:
+                    nursery.start_soon(_status_lines, engine, err, status_every)
             started = trio.current_time()
             dropped = False
             while trio.current_time() - started < duration:
@@ -767,7 +771,14 @@ def _run(args: argparse.Namespace) -> int:
     _configure_logging(args)
     if args.command == "demo":
         live = _live_view_wanted(args.view, sys.stdout)
-        body = partial(run_demo, args.duration, args.seed, sys.stdout, live_view=live)
+        body = partial(
+            run_demo,
+            args.duration,
+            args.seed,
+            sys.stdout,
+            live_view=live,
+            status_every=args.status_every,
+        )
         return trio.run(until_stopped, body)
     if args.command == "sim":
         if args.list_faults:

@@ -161,3 +161,15 @@ async def test_demo_draws_the_live_view(autojump_clock: trio.testing.MockClock) 
     # header, the closing transition, the summary: no plain transition lines meanwhile
     assert len(out.getvalue().splitlines()) == 3
     assert out.getvalue().rstrip().endswith("entities in store")
+
+
+async def test_demo_prints_status_lines_in_plain_view(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from trio_tradovate.cli import run_demo
+
+    out, err = io.StringIO(), io.StringIO()
+    assert await run_demo(20.0, 3, out, status_every=6, err=err) == 0
+    statuses = err.getvalue().splitlines()
+    assert len(statuses) == 3  # at 6, 12 and 18 s; the demo ends at 20
+    assert all(line.startswith("status ") for line in statuses)
