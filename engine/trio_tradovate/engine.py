@@ -438,6 +438,9 @@ class Engine:
             staleness=staleness,
             recent=records[-RECENT_TRANSITIONS:],
             stop_reason=self.stop_reason,
+            pause_seconds_left=max(0.0, penalty.paused_until - now),
+            penalties=penalty.penalties,
+            lockouts=penalty.lockouts,
         )
 
     @property

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .statechart import State, TransitionRecord
 
@@ -103,8 +103,11 @@ class EngineSnapshot:
     #: The latest transitions, oldest first (at most :data:`RECENT_TRANSITIONS`).
     recent: tuple[TransitionRecord, ...] = ()
     stop_reason: str | None = None
-    #: Open consumers of :meth:`Engine.events` and transition watchers, where known.
-    extra: Mapping[str, float] = field(default_factory=dict)
+    #: Seconds the request queue is still paused by a ``p-ticket`` penalty (0 when not).
+    pause_seconds_left: float = 0.0
+    #: ``p-ticket`` penalties and lockouts (captcha, 429) since the engine opened.
+    penalties: int = 0
+    lockouts: int = 0
 
     def live(self) -> tuple[bool, str]:
         """Liveness: ``False`` only once the engine stopped (by the application or by a

@@ -110,7 +110,13 @@ class EngineCollector(Collector):
         locked.add_metric([], float(snap.locked_out))
         left = gauge("penalty_lockout_seconds_left", "seconds until the lockout ends (0: none)")
         left.add_metric([], snap.lockout_seconds_left)
-        yield from (locked, left)
+        paused = gauge("penalty_pause_seconds_left", "seconds the p-ticket pause still runs")
+        paused.add_metric([], snap.pause_seconds_left)
+        penalties = counter("penalties", "p-ticket penalties received")
+        penalties.add_metric([], snap.penalties)
+        lockouts = counter("lockouts", "captcha or 429 lockouts begun")
+        lockouts.add_metric([], snap.lockouts)
+        yield from (locked, left, paused, penalties, lockouts)
 
         if snap.token_seconds_left is not None:
             token = gauge("token_seconds_left", "seconds until the access token expires")

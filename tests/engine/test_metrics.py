@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import httpx
 import pytest
@@ -167,4 +168,33 @@ async def test_endpoints_over_http_on_loopback() -> None:
     samples = _samples(scraped.text)
     assert samples[("tradovate_faults_total", (("kind", "stalled"),))] == 2
     assert samples[("tradovate_socket_time_in_state_seconds", (("socket", "0"),))] == 4.5
+    assert samples[("tradovate_ready", ())] == 0
+
+
+async def test_penalties_and_lockouts_show_in_snapshot_metrics_and_readiness(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    from trio_tradovate import RateLimited
+
+    async with open_engine(config_for(sim)) as engine:
+        metrics = EngineMetrics(engine.snapshot_metrics)
+        await engine.wait_for(State.LIVE)
+        sim.penalize_requests(endpoint="account/list", p_time=20.0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(engine.request, "account/list", timeout=60))
+            await trio.sleep(5.0)
+            paused = engine.snapshot_metrics()
+        assert paused.penalties == 1
+        assert 14.0 <= paused.pause_seconds_left <= 16.0
+        sim.rate_limit_429(endpoint="account/list")
+        with pytest.raises(RateLimited):
+            await engine.request("account/list")
+        locked = engine.snapshot_metrics()
+        assert locked.locked_out
+        assert locked.lockouts == 1
+        assert locked.ready() == (False, "penalty lockout: 3600 s left")
+        samples = _samples(metrics.exposition()[0].decode())
+    assert samples[("tradovate_penalty_locked_out", ())] == 1
+    assert samples[("tradovate_lockouts_total", ())] == 1
+    assert samples[("tradovate_penalties_total", ())] == 1
     assert samples[("tradovate_ready", ())] == 0
