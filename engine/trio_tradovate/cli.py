@@ -21,6 +21,7 @@ import math
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, suppress
 from datetime import UTC, datetime
@@ -148,6 +149,9 @@ class CliParser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        description = kwargs.get("description")
+        if description and "\n" not in description:  # one paragraph: wrap it as argparse would
+            kwargs["description"] = textwrap.fill(description, 79)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
@@ -199,7 +203,9 @@ def utc_instant(text: str) -> str:
 def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     """``--env``, ``--rest-url``, ``--ws-url``: where a command connects (with ``TRADOVATE_*``
     credentials, see :func:`config_from_env`)."""
-    parser.add_argument("--env", choices=sorted(ENVIRONMENTS), default="demo")
+    parser.add_argument(
+        "--env", choices=sorted(ENVIRONMENTS), default="demo", help="Tradovate environment (demo)"
+    )
     parser.add_argument("--rest-url", help="REST base, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--ws-url", help="websocket URL (default: derived from the REST base)")
 
@@ -435,19 +441,26 @@ async def _status_lines(engine: Engine, err: TextIO, every: float) -> None:
         err.flush()
 
 
-async def _serve_metrics(
-    engine: Engine, port: int, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """``/metrics`` (with the metrics extra) and the health endpoints on 127.0.0.1."""
-    from .monitoring import serve_monitoring
-
-    exposition: Callable[[], tuple[bytes, str]] | None = None
+def _engine_metrics(engine: Engine) -> Any:
+    """An ``EngineMetrics`` of ``engine``, or ``None`` without the metrics extra."""
     try:
         from .metrics import EngineMetrics
     except ImportError:
         logger.warning("prometheus-client is not installed: /metrics is off, health is on")
-    else:
-        exposition = EngineMetrics(engine.snapshot_metrics).exposition
+        return None
+    return EngineMetrics(engine.snapshot_metrics)
+
+
+async def _serve_metrics(
+    engine: Engine,
+    port: int,
+    metrics: Any,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``/metrics`` (with the metrics extra) and the health endpoints on 127.0.0.1."""
+    from .monitoring import serve_monitoring
+
+    exposition = None if metrics is None else metrics.exposition
     try:
         await serve_monitoring(
             engine.snapshot_metrics, port, metrics=exposition, task_status=task_status
@@ -475,8 +488,10 @@ async def run_stream(
     is printed too: the engine closes both channels when it reaches that state.
     """
     async with trio.open_nursery() as nursery, open_engine(config) as engine:
+        metrics = None
         if metrics_port is not None:
-            bound = await nursery.start(_serve_metrics, engine, metrics_port)
+            metrics = _engine_metrics(engine)
+            bound = await nursery.start(_serve_metrics, engine, metrics_port, metrics)
             err.write(f"monitoring on http://127.0.0.1:{bound} (/metrics, /healthz/ready)\n")
             err.flush()
         transitions = engine.watch_transitions()
@@ -491,6 +506,8 @@ async def run_stream(
         async def print_changes() -> None:
             change: EntityChange
             async for change in changes:
+                if metrics is not None:
+                    metrics.latency.observe_engine(engine)
                 if not live_view:
                     out.write(_json_line("change", change.as_dict()))
                     out.flush()
@@ -644,13 +661,6 @@ async def run_sim(
 
 _DESCRIPTION = """\
 Keep a Trio application connected to the Tradovate websocket API.
-
-commands:
-  demo      the engine against the embedded simulator, with one forced drop
-  stream    connect to Tradovate (or a compatible endpoint); JSON lines or a live view
-  sim       the Tradovate-compatible simulator on a loopback port
-  certify   run Tradovate's Stage 2 tests and write the evidence pack
-  diagram   print or write the statechart diagrams
 
 Every command stops cleanly on Ctrl-C or SIGTERM (exit 0). A mistake in the arguments or the
 environment is one line on stderr and exit 2; an engine stopped by policy (bad credentials,

@@ -406,3 +406,10 @@ def test_stream_serves_metrics_and_health(
     assert (ready.status_code, ready.text) == (200, "live\n")
     assert (live.status_code, live.text) == (200, "running\n")
     assert 'tradovate_socket_state{socket="0",state="live"} 1.0' in scraped.text
+    observed = [
+        line
+        for line in scraped.text.splitlines()
+        if line.startswith("tradovate_delivery_latency_seconds_count")
+    ]
+    assert observed
+    assert float(observed[0].split()[-1]) > 0  # the stream's consumer observes its latency
