@@ -310,6 +310,10 @@ class SocketSupervisor:
         resource = url.path + (f"?{url.query}" if url.query else "")
         stream: trio.abc.Stream | None = None
         rejected: BaseException | None = None
+        # An error on its way out of the conversation (Ctrl-C raised inside a handler, a bug)
+        # must survive the cleanup below: a cancellation arriving during an unshielded close
+        # would replace it, and the run scope would then swallow that cancellation silently.
+        failing = False
         try:
             async with trio.open_nursery() as nursery:
                 try:
@@ -329,8 +333,12 @@ class SocketSupervisor:
                     return self._end(ConnectFailed(connect_fault(classify_connect_error(exc))))
                 try:
                     return await self._converse(nursery, link, token, ticket)
+                except BaseException as exc:
+                    failing = not isinstance(exc, trio.Cancelled)
+                    raise
                 finally:
-                    await link.aclose()
+                    with trio.CancelScope(shield=failing):
+                        await link.aclose()
                     nursery.cancel_scope.cancel()
         except* HANDSHAKE_ERRORS as group:
             # trio-websocket raises a rejected upgrade (HTTP 404, 401, ...) from its own reader
@@ -338,7 +346,8 @@ class SocketSupervisor:
             rejected = group.exceptions[0]
         finally:
             if stream is not None:
-                await trio.aclose_forcefully(stream)
+                with trio.CancelScope(shield=failing):
+                    await trio.aclose_forcefully(stream)
         assert rejected is not None  # every other path returned inside the nursery
         return self._end(ConnectFailed(connect_fault(classify_connect_error(rejected))))
 

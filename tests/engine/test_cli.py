@@ -308,6 +308,7 @@ def test_certify_stops_cleanly_on_a_signal(signum: int, tmp_path: Path) -> None:
     child = _spawn("certify", "--verbose", "--out", str(tmp_path / "pack"))
     _read_until(child.stderr, "log: ")
     _stopped_cleanly(child, signum)
+    assert not (tmp_path / "pack" / "report.md").exists()  # stopped, not run to the end
 
 
 @pytest.fixture

@@ -7,12 +7,13 @@ import io
 import logging
 import subprocess
 import sys
+from contextlib import suppress
 
 import orjson
 import pytest
 import trio
 
-from trio_tradovate import State, open_engine
+from trio_tradovate import EngineStopped, State, open_engine
 from trio_tradovate.logs import FIELDS, JsonFormatter, TextFormatter, configure
 from trio_tradovate.sim import Simulator
 
@@ -115,3 +116,40 @@ print(logging.getLogger("transitions").level, logging.root.handlers)
     assert changed == "{}"
     assert handlers == "['NullHandler'] 0"
     assert transitions == "0 []"  # NOTSET, and nothing configured on the root logger
+
+
+class _Boom(Exception):
+    pass
+
+
+async def test_an_error_raised_while_a_socket_stops_is_not_lost(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A handler raising inside the engine's own logging (Ctrl-C lands there as easily) while
+    the application is closing: the error reaches the application, it is not replaced by the
+    cancellation of the close and swallowed (``trio-tradovate certify`` used to ignore
+    Ctrl-C this way)."""
+
+    class Raising(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "the socket stops" in record.getMessage():
+                raise _Boom
+
+    handler = Raising(logging.ERROR)
+    library = logging.getLogger("trio_tradovate")
+    library.addHandler(handler)
+    config = config_for(sim, credentials=None, access_token="not-a-token", user_id=sim.user_id)
+    caught: list[BaseException] = []
+    try:
+        async with open_engine(config) as engine:
+            with suppress(EngineStopped):
+                await engine.wait_for(State.LIVE)
+    except BaseException as exc:  # whatever shape, it must arrive
+        caught.append(exc)
+    finally:
+        library.removeHandler(handler)
+    assert caught
+    leaves = [caught[0]]
+    while isinstance(leaves[-1], BaseExceptionGroup):
+        leaves = list(leaves[-1].exceptions)
+    assert any(isinstance(leaf, _Boom) for leaf in leaves), caught
