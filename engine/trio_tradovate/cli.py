@@ -182,9 +182,13 @@ def positive_seconds(text: str) -> float:
 
 def seconds_or_zero(text: str) -> float:
     """A finite number of seconds >= 0 (0 turns the thing off)."""
-    if text.strip() in ("0", "0.0"):
-        return 0.0
-    return positive_seconds(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
+    return value
 
 
 def utc_instant(text: str) -> str:

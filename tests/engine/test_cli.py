@@ -183,6 +183,10 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["stream", "--status-every", "-3"], "--status-every"),
         (["stream", "--log-format", "xml"], "--log-format"),
         (["diagram", "--format", "png"], "--format"),
+        (["certify", "--duration", "nan"], "--duration"),
+        (["certify", "--delay", "-1"], "seconds >= 0"),
+        (["certify", "--out", "/proc/no/such/dir"], "--out /proc/no/such/dir"),
+        (["certify", "--target", "ftp://x"], "--target"),
         (["nonsense"], "invalid choice"),
     ],
 )
