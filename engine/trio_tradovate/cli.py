@@ -9,8 +9,12 @@ trio. The conventions every subcommand shares live in one place each (docs/opera
   (``stream | head``) and a requested stop are 0, a configuration mistake is one line and 2,
   a policy stop is one line and 1;
 - :class:`CliParser` makes every argument error one line and exit code 2;
-- :func:`add_connection_flags` and :func:`add_output_flags` are the flag groups a command
-  that talks to Tradovate, or prints a view, adds to its parser.
+- :func:`add_connection_flags`, :func:`add_output_flags` and :func:`add_logging_flags` are
+  the flag groups a command that talks to Tradovate, prints a view, or logs adds to its parser.
+
+A new command adds a parser block in :func:`build_parser` (with those groups) and one branch
+in :func:`_run`: ``config_from_env(args, os.environ)`` for its engine config,
+``_configure_logging(args)``, then ``trio.run(until_stopped, partial(run_mine, ...))``.
 """
 
 from __future__ import annotations

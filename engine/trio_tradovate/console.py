@@ -13,7 +13,7 @@ string.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import trio
@@ -62,8 +62,10 @@ def render(
     accounts: str = "",
     rates: Rates | None = None,
     title: str = "trio-tradovate",
+    panels: Mapping[str, str] | None = None,
 ) -> RenderableType:
-    """The whole view: sockets, recent transitions, the account, counters."""
+    """The whole view: sockets, recent transitions, the account, any further ``panels``
+    (title to text, e.g. quotes once a market-data feed exists), counters."""
     sockets = Table(title="sockets", expand=True)
     for column in ("socket", "state", "node", "for", "gen", "failed", "last frame"):
         sockets.add_column(column)
@@ -117,6 +119,7 @@ def render(
             sockets,
             recent,
             Panel(Text(accounts.rstrip() or "(no accounts yet)"), title="account"),
+            *(Panel(Text(text.rstrip()), title=name) for name, text in (panels or {}).items()),
             counters,
         ),
         title=f"{title}  {snapshot.wall_time[:19]}",
@@ -124,11 +127,15 @@ def render(
 
 
 def render_text(
-    snapshot: EngineSnapshot, accounts: str = "", rates: Rates | None = None, width: int = 100
+    snapshot: EngineSnapshot,
+    accounts: str = "",
+    rates: Rates | None = None,
+    width: int = 100,
+    panels: Mapping[str, str] | None = None,
 ) -> str:
     """:func:`render` as plain text (no colour codes), e.g. for a test or a log."""
     console = Console(record=True, width=width, file=io.StringIO(), color_system=None)
-    console.print(render(snapshot, accounts, rates))
+    console.print(render(snapshot, accounts, rates, panels=panels))
     return console.export_text()
 
 

@@ -418,3 +418,11 @@ def test_stream_serves_metrics_and_health(
     ]
     assert observed
     assert float(observed[0].split()[-1]) > 0  # the stream's consumer observes its latency
+
+
+@pytest.mark.loopback
+def test_sim_epoch_fixes_the_clock() -> None:
+    child = _spawn("sim", "--port", "0", "--epoch", "2026-01-05T14:30:00Z")
+    banner = _read_until(child.stdout, "Ctrl-C stops")[-1]
+    assert "clock starts at 2026-01-05T14:30:00+00:00" in banner
+    _stopped_cleanly(child, signal.SIGINT)

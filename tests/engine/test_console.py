@@ -92,6 +92,9 @@ def test_view_renders_sockets_transitions_account_and_counters() -> None:
     assert "lockout 1800 s left, token left 4200 s" in text
     assert "ready: no (socket 1 is backoff (for 1.5 s))" in text
     assert "\x1b[" not in text  # plain text, no colour codes
+    quoted = render_text(SNAPSHOT, "", rates, width=140, panels={"quotes": "ESZ6 5012.25"})
+    assert any("quotes" in line for line in quoted.splitlines())
+    assert "ESZ6 5012.25" in quoted
 
 
 def test_status_line_says_it_all_in_one_line() -> None:
