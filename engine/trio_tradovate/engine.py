@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 import httpx
@@ -398,7 +399,7 @@ class Engine:
         """Everything metrics, health checks and the console show, at this instant (see
         :mod:`trio_tradovate.health` and ``docs/operations.md``). Cheap: no I/O."""
         now = trio.current_time()
-        records = self.transitions
+        records = self._records  # read in place: a copy of up to transition_log_size is waste
         sockets = tuple(
             SocketSnapshot(
                 index=shard.index,
@@ -436,7 +437,7 @@ class Engine:
                 None if token.expires_at is None else (token.expires_at - wall).total_seconds()
             ),
             staleness=staleness,
-            recent=records[-RECENT_TRANSITIONS:],
+            recent=tuple(islice(reversed(records), RECENT_TRANSITIONS))[::-1],
             stop_reason=self.stop_reason,
             pause_seconds_left=max(0.0, penalty.paused_until - now),
             penalties=penalty.penalties,

@@ -18,7 +18,7 @@ to the engine's own ``socket:N`` entries (time since that socket last read a fra
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Reversible
 from dataclasses import dataclass
 
 from .statechart import State, TransitionRecord
@@ -171,7 +171,7 @@ def _duration(seconds: float) -> str:
 
 
 def time_in_state(
-    records: tuple[TransitionRecord, ...] | list[TransitionRecord],
+    records: Reversible[TransitionRecord],
     index: int,
     now: float,
     opened_at: float,
