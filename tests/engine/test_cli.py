@@ -426,3 +426,20 @@ def test_sim_epoch_fixes_the_clock() -> None:
     banner = _read_until(child.stdout, "Ctrl-C stops")[-1]
     assert "clock starts at 2026-01-05T14:30:00+00:00" in banner
     _stopped_cleanly(child, signal.SIGINT)
+
+
+def test_busy_metrics_port_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _no_tradovate_env(monkeypatch)
+    monkeypatch.setenv("TRADOVATE_ACCESS_TOKEN", "t")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # nothing listens on port 9 of loopback: the engine only gets refusals meanwhile
+        argv = ["stream", "--rest-url", "http://127.0.0.1:9/v1", "--metrics-port", str(port)]
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"trio-tradovate: --metrics-port {port}: ")
