@@ -41,6 +41,12 @@ ROUNDS = 5
 N = 60_000
 #: (events per second, seconds); the first half second of each is warm-up, not counted.
 RATES = ((1000, 3.0), (5000, 2.5), (10000, 2.0))
+#: The rate the latency target is judged at, and how many rounds of it each client runs (the
+#: first is part of the run over every rate): the target is judged on the median of each
+#: percentile over the rounds, so one scheduling hiccup of this shared machine in one round,
+#: which decides a p99.9 of 10,000 samples, does not decide the verdict.
+JUDGED_RATE = 5000
+LATENCY_ROUNDS = 3
 SNAPSHOT_BYTES = 10 * 2**20
 SNAPSHOT_ROUNDS = 2
 DROPS = 20
@@ -130,6 +136,20 @@ def ms3(d: dict[str, Any]) -> str:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
+
+
+def judged_medians(latency: dict[str, Any]) -> dict[str, float]:
+    """The judged rate's figures of one client: each the median over its rounds (the run
+    over every rate, then ``judged_rounds``), with ``rounds`` the number of rounds."""
+    rounds = [latency[str(JUDGED_RATE)]]
+    rounds += [r for r in latency.get("judged_rounds", []) if "p99_ms" in r]
+    medians = {
+        key: statistics.median(r[key] for r in rounds)
+        for key in rounds[0]
+        if isinstance(rounds[0][key], int | float)
+    }
+    medians["rounds"] = len(rounds)
+    return medians
 
 
 def median_of(results: list[dict[str, Any]], key: str) -> float | None:
@@ -276,6 +296,18 @@ def measure(bench: Bench) -> dict[str, Any]:
                 continue
             latency[who] = bench.run({**spec, "scenario": "latency", "rates": rates})
             bench.log(f"latency: {who}: {latency[who]}")
+    judged = [list(r) for r in RATES if r[0] == JUDGED_RATE]
+    for _ in range(LATENCY_ROUNDS - 1):
+        for label, name in layers:
+            raw = SAME_LAYER.get(label, "raw-tws")
+            for who, spec in (
+                (RAW_LABELS[raw], {"client": raw}),
+                (f"engine on {label}", {"client": "engine", "layer": name}),
+            ):
+                result = bench.run({**spec, "scenario": "latency", "rates": judged})
+                rounds = latency[who].setdefault("judged_rounds", [])
+                rounds.append(result.get(str(JUDGED_RATE), result))
+                bench.log(f"latency @ {JUDGED_RATE:,}/s again: {who}: {rounds[-1]}")
     report["latency"] = latency
 
     snapshot: dict[str, Any] = {}
@@ -402,6 +434,10 @@ def table(report: dict[str, Any]) -> list[Row]:
             if e is None or r is None:
                 rows.append(row(f"latency @ {rate:,}/s p50/p99/p99.9: {who}", "error"))
                 continue
+            rounds_note = ""
+            if rate == JUDGED_RATE:
+                e, r = judged_medians(engine), judged_medians(raw)
+                rounds_note = f"; median of {e['rounds']:.0f} rounds"
             ratios = " / ".join(f"{e[k] / r[k]:.1f}" for k in ("p50_ms", "p99_ms", "p999_ms")) + "x"
             target = result = ""
             if rate == 5000:
@@ -413,7 +449,8 @@ def table(report: dict[str, Any]) -> list[Row]:
                     and e["p999_ms"] <= 2 * r["p999_ms"]
                 )
                 result = verdict(ok)
-            gc_note = f"; {e['gen2_collections']:.0f} full GCs ({e['gen2_pause_ms']:.0f} ms)"
+            gcs = f"{e['gen2_collections']:.0f} full GCs ({e['gen2_pause_ms']:.0f} ms)"
+            gc_note = f"; {gcs}{rounds_note}"
             rows.append(
                 row(
                     f"latency @ {rate:,}/s p50/p99/p99.9: {who}",

@@ -7,6 +7,8 @@ The engine talks to the embedded simulator in memory, so this runs anywhere, off
 Halfway through, the simulator drops the TCP connection without a close frame. The engine
 notices, backs off, logs in again, re-syncs, and the changes that happened while it was away
 arrive marked ``recovered``. At the end the store is compared with the simulator's own state.
+
+It takes about 11 s in real time; ``tests/test_examples.py`` runs it in virtual time.
 """
 
 from __future__ import annotations

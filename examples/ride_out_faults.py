@@ -13,6 +13,8 @@ The faults come a few seconds apart, so the example tells the backoff that a con
 that long counts as stable (``BackoffPolicy.stable_after``): each fault then meets a first
 retry within a second, as a fault after a long stable connection would. With the default
 (60 s), faults this close together are flapping, and the delays grow.
+
+It takes about 35 s in real time; ``tests/test_examples.py`` runs it in virtual time.
 """
 
 from __future__ import annotations

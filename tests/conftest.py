@@ -1,5 +1,8 @@
 """Shared fixtures: an in-process simulator and engine configs pointed at it.
 
+The simulator is the package's own pytest plugin's (``trio_tradovate.pytest_plugin``, loaded
+through its entry point): ``sim`` is its ``tradovate_sim``, with this suite's seed.
+
 Both websocket layers stay tested without running the whole suite twice: every test of the
 modules in :data:`LAYERED_MODULES` runs once per layer (the ``websocket_layer`` fixture, ids
 ``[websockets]`` and ``[trio-websocket]``), and :func:`config_for` passes the layer of the
@@ -9,16 +12,17 @@ quick profile picks a layer per seed instead (``tests/engine/test_hostile.py``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+import importlib
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
 import trio
 
-from trio_tradovate import ChangeStream, EngineConfig
+from trio_tradovate import ChangeStream, EngineConfig, testing
 from trio_tradovate.config import WEBSOCKET_LAYERS
-from trio_tradovate.sim import SimConfig, Simulator, open_simulator
+from trio_tradovate.sim import SimConfig, Simulator
 
 #: Test modules run once per websocket layer (soak tests excepted): the acceptance scenarios,
 #: the engine, sync and connect faults, and the fault schedules' quick profile.
@@ -31,6 +35,10 @@ LAYERED_MODULES = frozenset(
         "test_fault_schedules",
     }
 )
+
+
+#: The package's pytest plugin, by its entry point name.
+PLUGIN = "trio_tradovate"
 
 
 class _Selected:
@@ -48,6 +56,13 @@ def layer_settings() -> dict[str, Any]:
     """``{"websocket_layer": ...}`` for the running test's layer, or ``{}``."""
     layer = _Selected.layer
     return {} if layer is None else {"websocket_layer": layer}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The package's plugin comes through its entry point; a .venv installed before the entry
+    # point existed (or PYTEST_DISABLE_PLUGIN_AUTOLOAD) lacks it, and ``sim`` is built on it.
+    if not config.pluginmanager.has_plugin(PLUGIN):
+        config.pluginmanager.register(importlib.import_module(f"{PLUGIN}.pytest_plugin"), PLUGIN)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -85,9 +100,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with open_simulator(SimConfig(seed=7)) as simulator:
-        yield simulator
+def tradovate_sim_config() -> SimConfig:
+    """The seed this suite's tests were written for (the plugin's default is seed 0)."""
+    return SimConfig(seed=7)
+
+
+@pytest.fixture
+async def sim(tradovate_sim: Simulator) -> Simulator:
+    """The plugin's ``tradovate_sim``, under the name this suite uses."""
+    return tradovate_sim
 
 
 def sim_wall_clock(simulator: Simulator) -> Callable[[], datetime]:
@@ -102,13 +123,8 @@ def config_for(simulator: Simulator, **overrides: Any) -> EngineConfig:
 
 
 async def settle(simulator: Simulator) -> None:
-    """Pause the activity generator and let every frame in flight arrive.
-
-    ``truth()`` changes the moment the simulator mutates its world; the matching ``props``
-    frames reach the client a scheduler tick later. Compare stores only after this.
-    """
-    simulator.pause_activity()
-    await trio.sleep(1)
+    """:func:`trio_tradovate.testing.settle`: pause activity, let frames in flight arrive."""
+    await testing.settle(simulator)
 
 
 async def rebuild_from_changes(

@@ -79,9 +79,12 @@ async def test_place_order(
     assert result.order["id"] == result.order_id
     assert result.order["orderType"] == "Market"
     assert result.order["ordStatus"] == "Filled"
-    assert result.bad_request_status == 400
+    assert result.bad_argument is not None
+    assert "qty must be" in result.bad_argument
+    assert result.refusal_reason == "UnknownReason"
     # The drop happens before the simulator reads the request, so the re-sync shows no order.
     assert result.in_flight_outcome == "not placed"
+    assert "status after the drop: Unknown" in out
     assert "OutcomeUnknown" not in out  # the example handles it; nothing escapes
 
 

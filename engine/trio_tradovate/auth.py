@@ -1,4 +1,4 @@
-"""Access tokens over REST: request, renew, and who-am-I (tradovate-protocol.md §8-9).
+"""Access tokens over REST: request, renew, and who-am-I (docs/protocol.md §8-9).
 
 Tradovate answers most failures with HTTP 200 and a body that says so: ``errorText`` for bad
 credentials, ``p-ticket``/``p-time`` for a time penalty, ``p-captcha`` when only a human could
@@ -191,7 +191,7 @@ async def renew_access_token(
     """``GET /auth/renewaccesstoken``: extends the session instead of opening a new one (§9).
 
     A time penalty is honoured like the token request's, with the ticket as a query parameter
-    (a GET has no body; tradovate-protocol.md §13.12 leaves this open).
+    (a GET has no body; docs/protocol.md §13.12 leaves this open).
     """
     params: dict[str, str] = {}
     for attempt in range(MAX_PENALTIES + 1):
@@ -241,7 +241,7 @@ class TokenKeeper:
     """Keeps one valid access token for the engine: renew ahead of expiry, single-flight.
 
     Tradovate caps concurrent sessions at two and evicts the oldest when a third login
-    arrives (tradovate-protocol.md §9), so the keeper prefers ``renewaccesstoken`` (same
+    arrives (docs/protocol.md §9), so the keeper prefers ``renewaccesstoken`` (same
     session) and logs in again only when renewal is refused. Every caller of :meth:`get`
     shares one refresh at a time: concurrent needs wait for the same result instead of each
     opening a session.

@@ -1,6 +1,6 @@
 """Engine configuration: every knob with its default, validated before anything runs.
 
-Defaults follow tradovate-protocol.md §12 ("Recommended defaults"); where sources disagree the
+Defaults follow docs/protocol.md §12 ("Recommended defaults"); where sources disagree the
 value is a field, so a user can follow whichever source turns out right.
 """
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from .transport import Connector
 
-#: REST bases (tradovate-protocol.md §1). The websocket URL is the REST base with ``wss:`` and
+#: REST bases (docs/protocol.md §1). The websocket URL is the REST base with ``wss:`` and
 #: ``/websocket`` appended, exactly as the official C# client builds it.
 ENVIRONMENTS: dict[str, str] = {
     "demo": "https://demo.tradovateapi.com/v1",
@@ -49,7 +49,7 @@ def websocket_url_for(rest_url: str) -> str:
 
 @dataclass(frozen=True)
 class Credentials:
-    """What ``POST /auth/accesstokenrequest`` needs (tradovate-protocol.md §9).
+    """What ``POST /auth/accesstokenrequest`` needs (docs/protocol.md §9).
 
     ``password`` and ``sec`` never appear in ``repr``.
     """
@@ -151,7 +151,7 @@ SHARDING_KEYS = ("modAccountId", "modUserId")
 
 @dataclass(frozen=True)
 class SyncOptions:
-    """The body of the one ``user/syncrequest`` per socket (tradovate-protocol.md §6).
+    """The body of the one ``user/syncrequest`` per socket (docs/protocol.md §6).
 
     With nothing set, the engine sends ``{"users": [<the logged-in user>]}``, as Tradovate's
     retail examples do. The combinations Tradovate's sync guide forbids (P-SYNC: ``users``
@@ -266,7 +266,7 @@ class EngineConfig:
     websocket_layer: str = WEBSOCKET_LAYERS[0]
     #: Sync snapshots of large accounts are many MB: the libraries' 1 MiB default is too small.
     max_message_size: int = 64 * 1024 * 1024
-    #: trio-websocket's queue of 1 and 4 KiB reads cap throughput (reliability notes §2.3);
+    #: trio-websocket's queue of 1 and 4 KiB reads cap throughput (docs/architecture.md);
     #: the queue applies to trio-websocket only, the read size to both layers.
     message_queue_size: int = 64
     receive_buffer_size: int = 64 * 1024

@@ -39,10 +39,11 @@ import trio
 from . import auth
 from .collector import CollectorDiscipline
 from .config import EngineConfig
-from .delivery import ChangeStream
+from .delivery import ChangeHub, ChangeStream
 from .errors import ConfigError, EngineStopped, TradovateError
-from .feed import ChangeFeed, FillLedger
+from .feed import DISCARD, FillLedger
 from .health import RECENT_TRANSITIONS, EngineSnapshot, Freshness, SocketSnapshot, time_in_state
+from .orders import Orders
 from .penalty import PenaltyRegion
 from .pipeline import Request, RequestPipeline
 from .protocol import encode_request
@@ -129,6 +130,8 @@ class Engine:
         self.store = EntityStore(shared=config.shards > 1)
         #: Typed, read-only views of :attr:`store` (orders of an account, a position, ...).
         self.views = StoreViews(self.store)
+        #: Typed orders: place, modify, cancel, liquidate; handles that follow the store.
+        self.orders = Orders(self)
         #: Counts of what happened: frames, malformed input, faults by kind, reconnects.
         self.counters: Counter[str] = Counter()
         self._keeper = auth.TokenKeeper(
@@ -149,18 +152,26 @@ class Engine:
                 weakref.ref[trio.MemoryReceiveChannel[TransitionRecord]],
             ]
         ] = []
-        self._feed = ChangeFeed(FillLedger(config.checkpoint_file), window=config.event_buffer)
-        self._changes = ChangeStream(self._feed, batch=config.event_buffer)
+        #: Every ``events()`` subscription; routes the writer to their feeds.
+        self._changes = ChangeHub(
+            self.store,
+            FillLedger(config.checkpoint_file),
+            window=config.event_buffer,
+            batch=config.event_buffer,
+            generation=lambda: self.generation,
+        )
         entity_types = (
             frozenset(config.sync.entity_types) if config.sync.entity_types is not None else None
         )
         self._writer = StoreWriter(
             self.store,
-            self._feed,
+            DISCARD,  # until someone subscribes (the hub routes it)
             entity_types=entity_types,
             counters=self.counters,
-            wake=self._changes.wake,
+            wake=lambda: None,
+            on_write=self.orders.store_written,
         )
+        self._changes.attach(self._writer.route)
         self._scheduler = RequestScheduler(
             RateGovernor(config.rate_limits), lockout=config.lockout_seconds
         )
@@ -244,15 +255,18 @@ class Engine:
         return None
 
     def events(self) -> ChangeStream:
-        """The stream of entity changes, from the first snapshot on (there is only one).
+        """A new subscription to the entity changes: each call gets a stream of its own.
 
-        Applying every change received, in order, rebuilds exactly the store's state. The
-        latest ``event_buffer`` changes wait as they came; behind them, a consumer that falls
-        behind gets changes coalesced per entity (``coalesced=True``) instead of an
-        ever-growing backlog, and the reader never waits for it. ``receive_batch()`` takes
-        everything waiting at once (see ``docs/state-recovery.md``).
+        It starts with what the store holds now (``Created``, ``recovered=True``; nothing
+        before the first snapshot), then every later change. Applying every change received,
+        in order, rebuilds exactly the store's state. The latest ``event_buffer`` changes wait
+        as they came; behind them, a consumer that falls behind gets changes coalesced per
+        entity (``coalesced=True``) instead of an ever-growing backlog, and neither the reader
+        nor the other subscriptions ever wait for it. ``receive_batch()`` takes everything
+        waiting at once. Close it (``async with``, ``close()``) or drop it when done: it then
+        costs nothing (see ``docs/state-recovery.md``).
         """
-        return self._changes
+        return self._changes.subscribe()
 
     def watch_transitions(self, buffer: int = 256) -> trio.MemoryReceiveChannel[TransitionRecord]:
         """A channel that receives every later transition record.
@@ -333,6 +347,7 @@ class Engine:
     def _on_record(self, record: TransitionRecord) -> None:
         """Every chart reports its records here (one merged, ordered log)."""
         self._records.append(record)
+        self.orders.on_transition(record)
         if self._audit is not None:
             self._audit.write(orjson.dumps(record.as_dict()) + b"\n")
             self._audit.flush()
@@ -375,7 +390,7 @@ class Engine:
         """The one shutdown, synchronous so it runs however the engine is left."""
         error = self.stop_error
         self._pipeline.stop(EngineStopped(self.stop_reason or "stopped", error))
-        self._changes.end()  # saves the fill checkpoint
+        self._changes.end()  # ends every subscription; saves the fill checkpoint
         for send, _ in self._watchers:
             send.close()
         self._watchers.clear()
@@ -446,17 +461,11 @@ class Engine:
 
     @property
     def delivery(self) -> dict[str, int]:
-        """How the change feed is coping: changes waiting now, the most ever waiting,
-        changes merged while the consumer was behind, no-op changes dropped, repeated fills
-        suppressed (see :mod:`trio_tradovate.feed`)."""
-        feed = self._feed
-        return {
-            "waiting": len(feed),
-            "high_water": feed.high_water,
-            "coalesced": feed.coalesced,
-            "no_ops": feed.no_ops,
-            "repeated_fills": feed.repeated_fills,
-        }
+        """How the change feeds are coping, over every ``events()`` subscription: open
+        subscriptions, changes waiting now, the most ever waiting in one, changes merged while
+        a consumer was behind, no-op changes dropped, repeated fills suppressed (see
+        :mod:`trio_tradovate.feed`)."""
+        return self._changes.statistics()
 
 
 @asynccontextmanager

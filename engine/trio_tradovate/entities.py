@@ -1,4 +1,4 @@
-"""Typed, read-only views of the entities the server sends (tradovate-protocol.md §6).
+"""Typed, read-only views of the entities the server sends (docs/protocol.md §6).
 
 The :class:`~trio_tradovate.store.EntityStore` keeps exactly what the server said, as JSON
 mappings, because that is what must be diffed and replayed faithfully. Application code wants

@@ -35,6 +35,11 @@ The tree (``Fault`` kinds used in transition records are in brackets)::
     │   └── RateLimited              status 429: wait ~1 hour
     ├── OutcomeUnknown               a money-moving request was in flight when the connection
     │                                dropped: reconcile from the synced store, never resend
+    ├── OrderError                   an order did not do what was asked (``trio_tradovate.orders``)
+    │   ├── OrderRejected            refused inside an ``s:200`` answer (``failureReason`` /
+    │   │                            ``failureText``, or ``errorText``)
+    │   ├── OrderNotPlaced           reconciliation after ``OutcomeUnknown``: it never existed
+    │   └── OrderNotFilled           it ended (cancelled, rejected, expired) without filling
     └── EngineStopped                the engine is in its terminal state; carries the reason
 
 Like trio, we keep "you closed it" apart from "it broke": ``EngineStopped`` after
@@ -113,7 +118,7 @@ class AuthenticationError(TradovateError):
 
 
 class Penalized(TradovateError):
-    """Tradovate's rate limiting refused a request and a lockout began (P-RL, §8)."""
+    """Tradovate's rate limiting refused a request and a lockout began (docs/protocol.md §8)."""
 
 
 class CaptchaRequired(Penalized, AuthenticationError):
@@ -219,6 +224,49 @@ class OutcomeUnknown(TradovateError):
         super().__init__(f"outcome of {endpoint} unknown: connection lost before the reply")
         self.endpoint = endpoint
         self.body = body
+
+
+class OrderError(TradovateError):
+    """An order request or order did not do what was asked; ``endpoint`` names the request."""
+
+
+class OrderRejected(OrderError):
+    """Tradovate refused an order request inside a successful (``s:200``) answer.
+
+    Order endpoints answer business failures with status 200 and ``failureReason`` (an enum
+    such as ``InvalidPrice`` or ``TradingLocked``) plus ``failureText``; other endpoints use
+    ``errorText``. Nothing was placed, modified or cancelled.
+    """
+
+    def __init__(self, endpoint: str, reason: str | None, text: str) -> None:
+        shown = f"{reason}: {excerpt(text)}" if reason else excerpt(text)
+        super().__init__(f"{endpoint} refused: {shown}")
+        self.endpoint = endpoint
+        #: Tradovate's ``failureReason`` (``None`` for an ``errorText`` refusal).
+        self.reason = reason
+        self.text = text
+
+
+class OrderNotPlaced(OrderError):
+    """An order whose outcome was unknown was looked for in the re-synced account and is not
+    there: the server never acted on it. Placing it again is the caller's decision."""
+
+    def __init__(self, endpoint: str, cl_ord_id: str) -> None:
+        super().__init__(
+            f"{endpoint} with clOrdId {cl_ord_id!r} never reached the server "
+            "(not in the account after a re-sync)"
+        )
+        self.endpoint = endpoint
+        self.cl_ord_id = cl_ord_id
+
+
+class OrderNotFilled(OrderError):
+    """An order reached a final status other than ``Filled`` (``status`` says which)."""
+
+    def __init__(self, order_id: int | None, status: str) -> None:
+        super().__init__(f"order {order_id} ended {status} without filling")
+        self.order_id = order_id
+        self.status = status
 
 
 class EngineStopped(TradovateError):

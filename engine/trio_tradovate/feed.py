@@ -26,6 +26,14 @@ Fills get one more guarantee: a fill id is announced as ``Created`` once, ever. 
 diffs already avoid re-announcing fills the store holds; :class:`FillLedger` covers what the
 store cannot know, such as a fill re-created after a deletion, or (with a checkpoint file)
 fills a previous process already delivered.
+
+Several consumers: every subscriber (``Engine.events()``) has a :class:`ChangeFeed` of its
+own, because "once" is measured against what *that* consumer holds. The writer pushes into a
+:class:`ChangeSink`: the one feed itself while there is one subscriber (nothing in between:
+one consumer pays nothing for the possibility of several), a :class:`FanOut` over the feeds
+when there are several (the same record tuples go into each, no object per consumer), and
+:data:`DISCARD` when there is none. Each subscriber's :class:`FillLedger` is a
+:meth:`~FillLedger.fork` of the engine's, which keeps the checkpoint file.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -62,6 +70,19 @@ class FillLedger:
                 self._ids = {int(i) for i in saved["fills"]}
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 raise ConfigError(f"checkpoint file {path} is not valid: {exc}") from None
+        #: What the checkpoint file held when read: the previous process's announcements.
+        self._loaded = frozenset(self._ids)
+        #: The ledger this one reports new ids to, and saves through (see :meth:`fork`).
+        self._parent: FillLedger | None = None
+
+    def fork(self) -> FillLedger:
+        """A ledger for one more consumer: it starts from what the checkpoint file held, keeps
+        its own record (a fill is announced once to *each* consumer), and reports every new id
+        here, so that this ledger's checkpoint holds the fills any consumer was told about."""
+        child = FillLedger()
+        child._ids = set(self._loaded)
+        child._parent = self
+        return child
 
     def __contains__(self, fill_id: int) -> bool:
         return fill_id in self._ids
@@ -74,15 +95,64 @@ class FillLedger:
         if fill_id not in self._ids:
             self._ids.add(fill_id)
             self._dirty = True
+            if self._parent is not None:
+                self._parent.add(fill_id)
 
     def save(self) -> None:
         """Write the checkpoint if it changed, atomically (write, then rename)."""
+        if self._parent is not None:
+            self._parent.save()
+            return
         if self._path is None or not self._dirty:
             return
         temporary = self._path.with_suffix(self._path.suffix + ".tmp")
         temporary.write_bytes(orjson.dumps({"fills": sorted(self._ids)}))
         os.replace(temporary, self._path)
         self._dirty = False
+
+
+class ChangeSink(Protocol):
+    """Where the store's writer puts changes: a :class:`ChangeFeed`, a :class:`FanOut` of
+    several, or :data:`DISCARD`."""
+
+    def extend(self, records: list[ChangeRecord]) -> None:
+        """Queue ``records``, in order (the list is not kept: the caller may reuse it)."""
+
+    def defer(self, records: list[ChangeRecord]) -> None:
+        """Queue a snapshot diff (see :meth:`ChangeFeed.defer`)."""
+
+
+class _Discard:
+    """The sink while nobody subscribes: a later subscriber starts from the store itself."""
+
+    def extend(self, records: list[ChangeRecord]) -> None:
+        pass
+
+    def defer(self, records: list[ChangeRecord]) -> None:
+        pass
+
+
+#: The sink of an engine without subscribers.
+DISCARD: ChangeSink = _Discard()
+
+
+class FanOut:
+    """Several subscribers' feeds behind one sink. Each record is one immutable tuple,
+    shared by every feed that holds it: an extra consumer costs a reference per change, and
+    its own coalescing keeps what it holds bounded by the account."""
+
+    __slots__ = ("feeds",)
+
+    def __init__(self, feeds: tuple[ChangeFeed, ...]) -> None:
+        self.feeds = feeds
+
+    def extend(self, records: list[ChangeRecord]) -> None:
+        for feed in self.feeds:
+            feed.extend(records)
+
+    def defer(self, records: list[ChangeRecord]) -> None:
+        for feed in self.feeds:
+            feed.defer(records)
 
 
 class ChangeFeed:
@@ -116,6 +186,20 @@ class ChangeFeed:
 
     def __len__(self) -> int:
         return len(self._ready) + len(self._deferred) + len(self._waiting)
+
+    @property
+    def held(self) -> int:
+        """How many entities the consumer holds (what it was given, net of deletions)."""
+        return sum(map(len, self._delivered.values()))
+
+    def clear(self) -> None:
+        """Forget everything waiting and everything the consumer holds, its fill record
+        included (it left; the engine's checkpoint keeps what it was told)."""
+        self._ready.clear()
+        self._waiting.clear()
+        self._deferred.clear()
+        self._delivered.clear()
+        self.ledger = FillLedger()
 
     def push(self, record: ChangeRecord) -> None:
         """Queue a change: admitted as it is while fewer than ``window`` changes wait and none

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Tradovate frames its websocket traffic the SockJS 0.3.3 way (tradovate-protocol.md §2): the first
+Tradovate frames its websocket traffic the SockJS 0.3.3 way (docs/protocol.md §2): the first
 character of every server message says what it is::
 
     o                     the socket is open; the client must now send ``authorize``
@@ -55,7 +55,7 @@ __all__ = [
     "read_props",
 ]
 
-#: The client heartbeat (tradovate-protocol.md §5).
+#: The client heartbeat (docs/protocol.md §5).
 HEARTBEAT_FRAME = "[]"
 
 #: Event kinds Tradovate documents (§2, §7). Others are parsed too and left to the caller.
@@ -245,7 +245,7 @@ def encode_request(
     query: str | Mapping[str, Any] | None = None,
     body: Any = None,
 ) -> str:
-    """Encode one request frame ``endpoint\\nid\\nquery\\nbody`` (tradovate-protocol.md §3).
+    """Encode one request frame ``endpoint\\nid\\nquery\\nbody`` (docs/protocol.md §3).
 
     ``body`` is sent as is when it is a ``str`` (``authorize`` carries the raw token), else as
     JSON. ``query`` may be a ready ``k=v&k2=v2`` string or a mapping.
@@ -353,37 +353,45 @@ def read_props(messages: Sequence[str | bytes], start: int, out: list[EntityUpda
         message = messages[index]
         if type(message) is not str or message[:1] != "a" or len(message) >= _NESTING_FLOOR:
             return index
+        before = len(out)
+        # Subscripts instead of type checks: JSON gives dicts, lists, strings, numbers,
+        # booleans and null, and of these only a dict can be subscripted by a string without
+        # raising (KeyError when the field is missing, TypeError for anything else); a
+        # top level that is not a list fails the same way when iterated or subscripted. So
+        # every field read below proves its container a dict, and a try block (free when
+        # nothing is raised) replaces six type checks per event.
         try:
             items = loads(message[1:])
-        except orjson.JSONDecodeError:
-            return index
-        if type(items) is not list:
-            return index
-        before = len(out)
-        for item in items:
-            if type(item) is dict and item.get("e") == "props":
-                data = item.get("d")
-                if type(data) is dict:
-                    entity = data.get("entity")
-                    entity_type = data.get("entityType")
-                    event_type = data.get("eventType")
-                    if (
-                        type(entity) is dict
-                        and type(entity.get("id")) is int
-                        and type(entity_type) is str
-                        and entity_type
-                        # the usual "Updated" settled by one comparison; a set lookup
-                        # only of a str (of a list it would raise)
-                        and (
-                            event_type == "Updated"
-                            or (type(event_type) is str and event_type in kinds)
-                        )
-                    ):
-                        append((entity_type, event_type, entity))
-                        continue
-            del out[before:]
-            return index
-        index += 1
+            if type(items) is not list:
+                return index
+            for item in items:
+                if item["e"] != "props":
+                    break
+                data = item["d"]
+                entity = data["entity"]
+                entity_type = data["entityType"]
+                event_type = data["eventType"]
+                if (
+                    type(entity["id"]) is int  # not a bool, a float or a string
+                    and type(entity_type) is str
+                    and entity_type
+                    # the usual "Updated" settled by one comparison; a set lookup only
+                    # of a str (of a list it would raise)
+                    and (
+                        event_type == "Updated" or (type(event_type) is str and event_type in kinds)
+                    )
+                ):
+                    append((entity_type, event_type, entity))
+                    continue
+                break
+            else:
+                index += 1
+                continue
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            pass
+        # not a run of valid props events: the general path reads it whole
+        del out[before:]
+        return index
     return index
 
 

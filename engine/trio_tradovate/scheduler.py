@@ -14,7 +14,7 @@ Three things decide "when":
    and modification, then other requests, then bulk queries and subscriptions. Within a
    priority, first come first served.
 2. **Pacing** (:class:`RateGovernor`): sliding-window budgets per endpoint class, defaulting to
-   Tradovate's documented limits (tradovate-protocol.md §8, P-RL), so penalties stay rare.
+   Tradovate's documented limits (docs/protocol.md §8, P-RL), so penalties stay rare.
 3. **Penalties**: a ``p-ticket`` pauses the whole pipeline for ``p-time`` seconds (heartbeats
    are not requests and never pause); ``p-captcha`` or status 429 starts a *lockout* (default
    one hour) during which only essential requests (cancellations, liquidations) go out. The
@@ -193,7 +193,7 @@ class Window:
 
 #: Client-side budgets by endpoint (``"*"`` is every request). Sources: P-RL (current) gives
 #: authenticated users 5,000/h and 5,000/min, and ``user/syncrequest`` 300/h per IP;
-#: P-RL-old adds a per-second ceiling (tradovate-protocol.md §8). The per-second window here
+#: P-RL-old adds a per-second ceiling (docs/protocol.md §8). The per-second window here
 #: is kept well under every quoted figure, since Tradovate says its limits vary on purpose.
 DEFAULT_LIMITS: Mapping[str, tuple[Window, ...]] = {
     "*": (Window(50, 1.0), Window(4500, 60.0), Window(4500, 3600.0)),
@@ -255,7 +255,7 @@ class Job:
     query: str | Mapping[str, Any] | None
     body: Any
     priority: Priority
-    #: p-ticket to present on the next send (tradovate-protocol.md §8).
+    #: p-ticket to present on the next send (docs/protocol.md §8).
     ticket: str | None = None
     #: Sent on the current socket (the server may have acted on it).
     sent: bool = False

@@ -91,7 +91,7 @@ class Fault:
     error: TradovateError
     #: The next attempt waits at least this long (a ``p-time``, a lockout).
     min_delay: float = 0.0
-    #: The ``p-ticket`` the next socket's syncrequest presents (tradovate-protocol §8).
+    #: The ``p-ticket`` the next socket's syncrequest presents (docs/protocol.md §8).
     ticket: str | None = field(default=None, repr=False)
     #: ``captcha`` or ``429`` when this fault began a penalty lockout.
     lockout: str | None = None

@@ -1,6 +1,6 @@
 """The entity store: the account state the server last told us, keyed by ``(entityType, id)``.
 
-It is fed two ways (tradovate-protocol.md §6): the ``user/syncrequest`` snapshot, whose
+It is fed two ways (docs/protocol.md §6): the ``user/syncrequest`` snapshot, whose
 collections are plural names (``cashBalances``), and ``props`` events, whose ``entityType`` is
 singular camelCase (``cashBalance``). Every application of either returns the
 :class:`EntityChange` list it caused, and nothing when nothing changed, so replayed or
@@ -163,6 +163,16 @@ class EntityStore:
             ]
         )
 
+    def contents(self, generation: int) -> list[ChangeRecord]:
+        """Everything held, as ``Created`` records marked ``recovered`` (what a snapshot
+        diffed against an empty store gives): how a new subscriber to the change feed starts
+        from the store's state. The records hold the stored dicts themselves (no copies)."""
+        return [
+            (entity_type, entity_id, "Created", value, True, generation, False)
+            for entity_type, typed in self._entities.items()
+            for entity_id, value in typed.items()
+        ]
+
     def as_dict(self) -> dict[EntityKey, dict[str, Any]]:
         """A plain, mutable copy (for comparisons and dumps)."""
         return {key: dict(value) for key, value in self.items()}
@@ -185,13 +195,13 @@ class EntityStore:
         nobody else's): it is wrapped read-only, never copied. This is the engine's hot path,
         so the loop is written out with its lookups bound to locals.
         """
+        if self._shared:
+            return self._apply_shared(updates, generation, owner)
         changes: list[ChangeRecord] = []
         append = changes.append
         entities = self._entities
-        owners_of = self._owners
-        shared = self._shared
         last_type = None
-        typed: dict[int, dict[str, Any]] = {}
+        typed: dict[int, dict[str, Any]] = _NONE
         for entity_type, event_type, raw in updates:
             if entity_type != last_type:  # a run is mostly of one or two types
                 # (no dict is made for a type until an entity of it is stored: a stream of
@@ -200,19 +210,52 @@ class EntityStore:
                 last_type = entity_type
             entity_id: int = raw["id"]  # an int: props_updates checked it
             current = typed.get(entity_id)
+            # the usual case first: an update (or a repeated create) of an entity we hold
+            if current is not None and event_type != "Deleted":
+                if current != raw:
+                    typed[entity_id] = raw
+                    append((entity_type, entity_id, "Updated", raw, False, generation, False))
+                continue
             if event_type == "Deleted":
-                if shared:
-                    owners_of.pop((entity_type, entity_id), None)
                 if current is not None:
                     del typed[entity_id]
                     append((entity_type, entity_id, "Deleted", current, False, generation, False))
                 continue
-            if shared:
-                owners = owners_of.get((entity_type, entity_id))
-                if owners is None:
-                    owners_of[(entity_type, entity_id)] = {owner}
-                elif owner not in owners:
-                    owners.add(owner)
+            if typed is _NONE:
+                typed = entities[entity_type] = {}
+            typed[entity_id] = raw
+            append((entity_type, entity_id, "Created", raw, False, generation, False))
+        return changes
+
+    def _apply_shared(
+        self, updates: Iterable[EntityUpdate], generation: int, owner: int
+    ) -> list[ChangeRecord]:
+        """:meth:`apply_updates` when several sockets share the store: the same, and each
+        entity remembers which sockets hold it (a snapshot of one socket must not delete what
+        another still holds)."""
+        changes: list[ChangeRecord] = []
+        append = changes.append
+        entities = self._entities
+        owners_of = self._owners
+        last_type = None
+        typed: dict[int, dict[str, Any]] = _NONE
+        for entity_type, event_type, raw in updates:
+            if entity_type != last_type:
+                typed = entities.get(entity_type, _NONE)
+                last_type = entity_type
+            entity_id: int = raw["id"]
+            current = typed.get(entity_id)
+            if event_type == "Deleted":
+                owners_of.pop((entity_type, entity_id), None)
+                if current is not None:
+                    del typed[entity_id]
+                    append((entity_type, entity_id, "Deleted", current, False, generation, False))
+                continue
+            owners = owners_of.get((entity_type, entity_id))
+            if owners is None:
+                owners_of[(entity_type, entity_id)] = {owner}
+            elif owner not in owners:
+                owners.add(owner)
             if current is None:
                 if typed is _NONE:
                     typed = entities[entity_type] = {}

@@ -4,6 +4,9 @@ The simulator (:mod:`trio_tradovate.sim`) plays every fault a *server* can cause
 happen before a server is ever reached (a name that does not resolve, a TLS handshake that
 fails, a connect that hangs) live on the client side; :class:`ScriptedConnector` injects them
 by wrapping any :class:`~trio_tradovate.transport.Connector`.
+
+:func:`settle` is the step before comparing a client's state with the simulator's truth.
+The pytest fixtures built on these are in :mod:`trio_tradovate.pytest_plugin`.
 """
 
 from __future__ import annotations
@@ -11,10 +14,14 @@ from __future__ import annotations
 import socket
 import ssl
 from collections import deque
+from typing import TYPE_CHECKING
 
 import trio
 
 from .transport import Connector
+
+if TYPE_CHECKING:
+    from .sim import Simulator
 
 #: Fault kinds :meth:`ScriptedConnector.fail_next` understands.
 CONNECT_FAULTS = ("dns", "tls", "timeout", "refused", "reset")
@@ -55,3 +62,15 @@ class ScriptedConnector:
         if kind == "reset":
             raise ConnectionResetError(104, "Connection reset by peer (scripted)")
         return await self._inner(host, port, tls=tls)
+
+
+async def settle(sim: Simulator, seconds: float = 1.0) -> None:
+    """Pause ``sim``'s activity generator and let every frame in flight arrive.
+
+    ``sim.truth()`` changes the moment the simulator mutates its world; the matching
+    ``props`` frames reach the client a scheduler tick later. Compare a store (or a state
+    rebuilt from ``events()``) with ``truth()`` only after this. ``seconds`` of trio time:
+    instant under ``autojump_clock``.
+    """
+    sim.pause_activity()
+    await trio.sleep(seconds)

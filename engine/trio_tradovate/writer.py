@@ -12,9 +12,13 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .feed import ChangeFeed
+from .feed import ChangeSink
 from .protocol import EntityUpdate
 from .store import EntityStore, recovered, singular
+
+
+def _nothing() -> None:
+    pass
 
 
 class StoreWriter:
@@ -23,16 +27,26 @@ class StoreWriter:
     def __init__(
         self,
         store: EntityStore,
-        feed: ChangeFeed,
+        feed: ChangeSink,
         *,
         entity_types: frozenset[str] | None,
         counters: Counter[str],
         wake: Callable[[], None],
+        on_write: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._feed = feed
         self._entity_types = entity_types
         self._counters = counters
+        self._wake = wake
+        #: Told after every write that changed the store (order handles wait on it), whoever
+        #: subscribes to the changes.
+        self._on_write = on_write if on_write is not None else _nothing
+
+    def route(self, feed: ChangeSink, wake: Callable[[], None]) -> None:
+        """Write to ``feed`` and wake ``wake`` from now on: the subscribers changed (see
+        ``delivery.ChangeHub``). The hot path keeps calling one sink and one wake-up."""
+        self._feed = feed
         self._wake = wake
 
     def snapshot(
@@ -56,6 +70,7 @@ class StoreWriter:
         if early:
             self.events(early, generation=generation, owner=owner)
         self._wake()
+        self._on_write()
 
     def events(self, updates: list[EntityUpdate], *, generation: int, owner: int) -> None:
         """Apply live ``props`` updates (one per entity, in the order they came)."""
@@ -70,6 +85,8 @@ class StoreWriter:
         if changes:
             self._feed.extend(changes)
             self._wake()
+            self._on_write()
+        self._on_write()
 
     def late_part(self, part: Mapping[str, Any], *, generation: int, owner: int) -> None:
         """A split-snapshot part after the quiet period: upsert what it holds (its entities
@@ -90,3 +107,4 @@ class StoreWriter:
         changes = self._store.apply_updates(updates, generation, owner=owner)
         self._feed.extend([recovered(change) for change in changes])
         self._wake()
+        self._on_write()

@@ -40,7 +40,7 @@ async def test_p_ticket_is_waited_out_and_resent_with_its_ticket(
     [retry] = audit.retries
     assert retry.accepted
     assert retry.ticket == penalty.ticket
-    assert retry.id != penalty.id  # a new request id for the resend (§8)
+    assert retry.id != penalty.id  # a new request id for the resend (docs/protocol.md §8)
     assert retry.elapsed is not None
     assert 6 <= retry.elapsed < 7
     finds = [r for r in audit.requests if r.endpoint == "contract/find"]

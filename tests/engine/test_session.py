@@ -335,7 +335,21 @@ def _mixed_frame(rng: random.Random) -> str | bytes:
             "entityType": rng.choice(["order", "order", "fill", 7]),
             "eventType": rng.choice(["Created", "Updated", "Updated", "Deleted", "x", [], {}]),
             "entity": rng.choice(
-                [{"id": rng.randrange(5), "n": rng.random()}, [{"id": 1}, {"id": 2}], {}, []]
+                [
+                    {"id": rng.randrange(5), "n": rng.random()},
+                    [{"id": 1}, {"id": 2}],
+                    {},
+                    [],
+                    # shapes the fast path reads by subscript, not by type check: each must
+                    # fail it and reach the general path (a bool or float id, a string or a
+                    # number for the entity)
+                    {"id": True},
+                    {"id": 1.0},
+                    {"id": "1"},
+                    "entity",
+                    3,
+                    None,
+                ]
             ),
         }
         parts.append(
@@ -346,9 +360,22 @@ def _mixed_frame(rng: random.Random) -> str | bytes:
                     {"e": "md", "d": {}},
                     {"i": rng.randrange(3), "s": 200},
                     "junk",
+                    # containers of the wrong kind at every level the fast path subscripts
+                    {"e": "props", "d": ["entity", "entityType"]},
+                    {"e": "props", "d": "d"},
+                    {"e": "props"},
+                    {"e": ["props"], "d": body},
+                    ["e", "props"],
+                    7,
+                    None,
                 ]
             )
         )
+    top = rng.random()
+    if top < 0.04:  # a top level that is not an array of messages
+        return "a" + orjson.dumps({"e": "props", "d": parts[0]}).decode()
+    if top < 0.06:
+        return rng.choice(['a""', "a{}", 'a"props"', "a5", "anull"])
     return "a" + orjson.dumps(parts).decode()
 
 

@@ -1,4 +1,4 @@
-"""Socket sharding and split snapshots, against the simulator (tradovate-protocol.md §6)."""
+"""Socket sharding and split snapshots, against the simulator (docs/protocol.md §6)."""
 
 from __future__ import annotations
 

@@ -141,7 +141,7 @@ async def test_default_oversized_frame_exceeds_a_default_client_limit() -> None:
         with pytest.raises(ConnectionClosed) as info:
             await next_frame(client)
         assert info.value.reason is not None
-        assert info.value.reason.code == 1009  # MESSAGE_TOO_BIG (trio-stack-notes §4)
+        assert info.value.reason.code == 1009  # MESSAGE_TOO_BIG (docs/protocol.md §15)
         assert sim.truth() == state
 
 

@@ -77,7 +77,7 @@ async def test_control_endpoint_applies_faults() -> None:
                     assert (ok.status_code, ok.json()) == (200, {"ok": True})
                     assert await client.recv() == "a[1]"
                     # (No closing fault here: trio-websocket leaks the client socket after a
-                    # server close, trio-stack-notes §4; test_sim_faults covers closes.)
+                    # server close, docs/protocol.md §15; test_sim_faults covers closes.)
                     spec = {"kind": "malformed", "malformed": "unknown_frame"}
                     assert (await http.post(control, json=spec)).status_code == 200
                     assert await client.recv() == "x[1]"

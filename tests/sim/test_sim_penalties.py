@@ -1,4 +1,5 @@
-"""§8 throttling on the websocket: scripted p-tickets, scripted 429s and rolling limits."""
+"""docs/protocol.md §8 throttling on the websocket: scripted p-tickets, scripted 429s and rolling
+limits."""
 
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ async def test_penalized_order_is_not_executed_until_the_ticketed_resend(
             "symbol": "ESZ6",
             "orderQty": 2,
             "orderType": "Limit",
+            "price": 100.0,
             "isAutomated": True,
         }
         before = sim.truth()
@@ -84,7 +86,8 @@ async def test_penalized_order_is_not_executed_until_the_ticketed_resend(
             "order/placeorder", 2, "", with_ticket(penalty["d"]["p-ticket"], order)
         )
         new = set(sim.truth()) - set(before)
-        assert new == {("order", placed["d"]["orderId"])}
+        assert {k for k in new if k[0] == "order"} == {("order", placed["d"]["orderId"])}
+        assert {k[0] for k in new} == {"order", "orderVersion", "command"}
 
 
 async def test_too_early_resend_is_penalized_again(

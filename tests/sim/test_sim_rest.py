@@ -1,4 +1,5 @@
-"""REST auth over the in-process transport: login, renew, me, expiry and session eviction (§9)."""
+"""REST auth over the in-process transport: login, renew, me, expiry and session eviction
+(docs/protocol.md §9)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""user/syncrequest, props events, truth() and the REST-like endpoints over the websocket (§3,
-§6)."""
+"""user/syncrequest, props events, truth() and the REST-like endpoints over the websocket
+(docs/protocol.md §3, §6)."""
 
 from __future__ import annotations
 
@@ -126,6 +126,7 @@ async def test_sync_by_account_filters_snapshot_and_events() -> None:
             "symbol": "ESZ6",
             "orderQty": 1,
             "orderType": "Limit",
+            "price": 100.0,
             "isAutomated": True,
         }
         await client.call("order/placeorder", 3, "", orjson.dumps(body).decode())
@@ -135,7 +136,12 @@ async def test_sync_by_account_filters_snapshot_and_events() -> None:
             frame = await client.recv()
             if frame.startswith("a"):
                 client.events.extend(orjson.loads(frame[1:]))
-        assert [e["d"]["entity"]["id"] for e in client.events] == [placed["d"]["orderId"]]
+        order_id = placed["d"]["orderId"]
+        # The order, its version and its command: all of the second account, none of the first.
+        assert [e["d"]["entityType"] for e in client.events] == ["order", "orderVersion", "command"]
+        assert [e["d"]["entity"].get("orderId", e["d"]["entity"]["id"]) for e in client.events] == [
+            order_id
+        ] * 3
 
 
 async def test_bad_sync_body_is_400_string() -> None:

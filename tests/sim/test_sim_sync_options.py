@@ -1,4 +1,5 @@
-"""user/syncrequest options (§6): splitResponses, shardingExpression and the combination rules."""
+"""user/syncrequest options (docs/protocol.md §6): splitResponses, shardingExpression and the
+combination rules."""
 
 from __future__ import annotations
 

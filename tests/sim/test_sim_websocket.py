@@ -1,4 +1,5 @@
-"""Websocket basics: open frame, authorize, heartbeats and the server's timeouts (§2-§5, §12)."""
+"""Websocket basics: open frame, authorize, heartbeats and the server's timeouts
+(docs/protocol.md §2-§5, §12)."""
 
 from __future__ import annotations
 

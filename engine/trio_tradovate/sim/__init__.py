@@ -1,5 +1,6 @@
-"""A Tradovate-compatible simulator for tests: REST auth, the user websocket, seeded activity
-and deterministic fault controls, built from ``tradovate-protocol.md`` (not from any client).
+"""A Tradovate-compatible simulator for tests: REST auth, the user, market-data and replay
+websockets, seeded activity and market data, and deterministic fault controls, built from
+``docs/protocol.md`` (not from any client).
 
 Typical use::
 
@@ -15,12 +16,12 @@ Fault controls are :class:`Simulator` methods (``drop_connections``, ``inject_ma
 ``POST /_sim/fault``.
 """
 
-from ._audit import PenaltyRecord, RequestRecord, RestRecord, RetryRecord, SocketAudit
+from ._audit import MdRecord, PenaltyRecord, RequestRecord, RestRecord, RetryRecord, SocketAudit
 from ._config import DEFAULT_REQUEST_LIMITS, SimConfig
 from ._faults import FAULT_KINDS, FaultError, apply_fault
 from ._inject import MALFORMED_KINDS
 from ._server import SimServer, open_simulator_server
-from ._simulator import SimConnector, Simulator, open_simulator
+from ._simulator import SimConnector, Simulator, open_simulator, socket_role
 from ._world import COLLECTIONS
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "FAULT_KINDS",
     "MALFORMED_KINDS",
     "FaultError",
+    "MdRecord",
     "PenaltyRecord",
     "RequestRecord",
     "RestRecord",
@@ -41,4 +43,5 @@ __all__ = [
     "apply_fault",
     "open_simulator",
     "open_simulator_server",
+    "socket_role",
 ]

@@ -9,12 +9,20 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-__all__ = ["PenaltyRecord", "RequestRecord", "RestRecord", "RetryRecord", "SocketAudit"]
+__all__ = [
+    "MdRecord",
+    "PenaltyRecord",
+    "RequestRecord",
+    "RestRecord",
+    "RetryRecord",
+    "SocketAudit",
+]
 
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """One client request frame (``endpoint\\nid\\nquery\\nbody``, §3); heartbeats excluded.
+    """One client request frame (``endpoint\\nid\\nquery\\nbody``, docs/protocol.md §3); heartbeats
+    excluded.
 
     ``body`` is kept verbatim except for ``authorize``, whose body is the access token and is
     therefore replaced by ``"<redacted>"`` (tokens never leave the simulator in logs or reprs).
@@ -75,6 +83,25 @@ class RestRecord:
 
 
 @dataclass
+class MdRecord:
+    """One market-data request (``md/subscribeQuote`` ... ``md/cancelChart``) as the server
+    handled it: when, on which socket (its :attr:`SocketAudit.index`), what it named and how
+    it was answered. ``symbol`` is the symbol or contract id as sent (for ``cancelChart``, the
+    ``subscriptionId``); ``contract_id`` is what it resolved to (``None`` if nothing);
+    ``chart_ids`` is ``(historicalId, realtimeId)`` of a successful ``getChart``."""
+
+    time: float
+    socket: int
+    endpoint: str
+    id: int
+    body: str
+    symbol: str | int | None = None
+    contract_id: int | None = None
+    status: int | None = None
+    chart_ids: tuple[int, int] | None = None
+
+
+@dataclass
 class SocketAudit:
     """Per-connection observations, one per websocket ever accepted, in order of opening.
 
@@ -86,6 +113,8 @@ class SocketAudit:
 
     index: int
     opened_at: float
+    #: Which socket this is: ``"user"``, ``"md"`` (market data) or ``"replay"``.
+    role: str = "user"
     authorized_at: float | None = None
     #: ``(time, status)``; status ``None`` means the authorize was deliberately ignored.
     auth_attempts: list[tuple[float, int | None]] = field(default_factory=list)
@@ -103,3 +132,5 @@ class SocketAudit:
     retries: list[RetryRecord] = field(default_factory=list)
     #: ``(time, endpoint, id)`` of requests refused with ``s:429``.
     refused_429: list[tuple[float, str, int]] = field(default_factory=list)
+    #: Market-data requests handled on this socket, in order (md and replay sockets).
+    md_requests: list[MdRecord] = field(default_factory=list)

@@ -1,4 +1,4 @@
-"""Access tokens and login sessions (tradovate-protocol.md §9), sans-I/O.
+"""Access tokens and login sessions (docs/protocol.md §9), sans-I/O.
 
 A *session* is what one successful ``accesstokenrequest`` opens; ``renewaccesstoken`` adds a
 token to the same session. At most ``max_sessions`` sessions live at once: opening another

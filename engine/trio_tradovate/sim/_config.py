@@ -1,6 +1,6 @@
 """Configuration of the Tradovate-compatible simulator.
 
-Every default comes from tradovate-protocol.md §12/§13 ("Recommended defaults ... Simulator") so
+Every default comes from docs/protocol.md §12/§13 ("Recommended defaults ... Simulator") so
 that a test which does not care about a knob gets the behaviour of the documented server.
 """
 
@@ -13,7 +13,7 @@ from types import MappingProxyType
 __all__ = ["DEFAULT_REQUEST_LIMITS", "SimConfig"]
 
 #: Rolling request limits, ``endpoint (lower-case) or "*" -> (max requests, per seconds)``.
-#: tradovate-protocol.md §8, P-RL (current): authenticated user-level 5,000/h (also 5,000/min
+#: docs/protocol.md §8, P-RL (current): authenticated user-level 5,000/h (also 5,000/min
 #: and 5,000/s, which the hourly cap makes redundant) and ``user/syncrequest`` 300/h per IP.
 #: 500 ``account/list`` requests at once therefore pass; the 5,001st within an hour does not.
 DEFAULT_REQUEST_LIMITS: Mapping[str, tuple[int, float]] = MappingProxyType(
@@ -62,7 +62,7 @@ class SimConfig:
     #: Largest accepted websocket message (bytes/characters), as trio-websocket counts them.
     max_message_size: int = 2**20
     #: Size of the ``inject_malformed("oversized")`` frame: just over twice the 1 MiB default
-    #: message limit of trio-websocket (trio-stack-notes §4), so any default client must refuse.
+    #: message limit of trio-websocket (docs/protocol.md §15), so any default client must refuse.
     oversized_bytes: int = 2 * 2**20 + 1
     #: Rolling request limits (see :data:`DEFAULT_REQUEST_LIMITS`); exceeding one earns a
     #: ``p-ticket`` (§8) with ``limit_p_time`` seconds to wait.
@@ -73,3 +73,23 @@ class SimConfig:
     limit_p_time: float = 3.0
     #: How many parts a ``splitResponses:true`` snapshot is sent in (§6; see ``_core``).
     split_parts: int = 3
+    #: Market data (``_market``): seconds between steps of every contract's price process
+    #: (one trade per step; 60 s must hold a whole number of at least 40 steps). Below the
+    #: 2.5 s heartbeat interval, so a streaming market-data socket never sends ``h`` (§2).
+    md_step_interval: float = 1.0
+    #: Days of market history before the epoch's UTC midnight (charts, replay start times).
+    md_history_days: int = 2
+    #: Most elements (bars or ticks) one ``md/getChart`` history returns.
+    md_max_elements: int = 5000
+
+    def __post_init__(self) -> None:
+        steps = 60 / self.md_step_interval if self.md_step_interval > 0 else 0.0
+        if abs(steps - round(steps)) > 1e-9 or round(steps) < 40:
+            raise ValueError(
+                f"md_step_interval must divide 60 s into at least 40 steps, got "
+                f"{self.md_step_interval!r} (1.0, 0.5, 0.25 ... work)"
+            )
+        if self.md_history_days < 0:
+            raise ValueError(f"md_history_days must be >= 0, got {self.md_history_days!r}")
+        if self.md_max_elements < 1:
+            raise ValueError(f"md_max_elements must be >= 1, got {self.md_max_elements!r}")

@@ -6,7 +6,7 @@ Nothing here awaits or reads a clock: callers pass ``now`` (trio time) and drain
 (or REST, or the activity generator) are fanned out synchronously to every synced session's
 outbox, which is what keeps "snapshot + every props event" equal to :meth:`SimCore.truth`.
 
-Sync options where tradovate-protocol.md is silent (§6, §13.7) — the simulator's choices:
+Sync options where docs/protocol.md is silent (§6, §13.7) — the simulator's choices:
 
 ``splitResponses: true``
     The snapshot is sent as ``SimConfig.split_parts`` (default 3) separate response messages,
@@ -48,24 +48,32 @@ from urllib.parse import parse_qs, parse_qsl, urlencode
 
 import orjson
 
-from ._audit import PenaltyRecord, RequestRecord, RestRecord, RetryRecord, SocketAudit
+from ._audit import MdRecord, PenaltyRecord, RequestRecord, RestRecord, RetryRecord, SocketAudit
 from ._auth import AuthRegistry, Token
 from ._config import SimConfig
+from ._feed import FeedFaults, MdFeed
 from ._inject import malformed_frame
 from ._limits import Decision, RequestGate
-from ._world import COLLECTIONS, OrderRejected, Props, WallClock, World
+from ._market import Instrument, Market
+from ._replay import REPLAY_ENDPOINTS, ReplayClock, ReplayError, handle_replay
+from ._world import COLLECTIONS, OrderRejected, OrderTerms, Props, WallClock, World
 
 __all__ = ["CloseSocket", "SendFrame", "SimCore", "SimSession"]
 
 logger = logging.getLogger("trio_tradovate.sim")
 
-_INVALID_TOKEN: Final = "Invalid access token"  # tradovate-protocol.md §4 (P-S2 wording)
+_INVALID_TOKEN: Final = "Invalid access token"  # docs/protocol.md §4 (P-S2 wording)
 _BAD_LOGIN: Final = (
     "Incorrect username or password. Please try again, noting that passwords are case-sensitive."
 )
 _ORDER_TYPES: Final = frozenset(
     {"Market", "Limit", "Stop", "StopLimit", "TrailingStop", "TrailingStopLimit", "MIT", "QTS"}
 )
+#: Which order types need ``price`` and which ``stopPrice`` (Tradovate's placeOrder reference:
+#: https://partner.tradovate.com/api/rest-api-endpoints/orders/place-order).
+_NEEDS_PRICE: Final = frozenset({"Limit", "StopLimit", "TrailingStopLimit", "MIT"})
+_NEEDS_STOP: Final = frozenset({"Stop", "StopLimit", "TrailingStop", "TrailingStopLimit"})
+_TIME_IN_FORCE: Final = frozenset({"Day", "FOK", "GTC", "GTD", "IOC"})
 _TYPES_BY_LOWER: Final = {singular.lower(): singular for singular in COLLECTIONS.values()}
 _MISSING: Final = object()
 _TICKET: Final = "p-ticket"  # §8
@@ -201,16 +209,52 @@ class SimCore:
         self.fail_renewals = False
         #: While set, the trio layer writes every chunk in pieces of at most this many bytes.
         self.split_max_bytes: int | None = None
+        self.market = Market(
+            seed=config.seed,
+            instruments=[Instrument(*spec) for spec in self.world.contract_specs()],
+            epoch=self.clock.at(now),
+            history_days=config.md_history_days,
+            interval=config.md_step_interval,
+        )
+        self.feed_faults = FeedFaults()
+        #: Every market-data request on any socket, in arrival order.
+        self.md_log: list[MdRecord] = []
 
     # -- sockets ------------------------------------------------------------------------------
 
-    def open_session(self, now: float) -> SimSession:
-        """Register a newly accepted websocket; queues the ``o`` frame."""
-        audit = SocketAudit(index=len(self.audits), opened_at=now)
+    def open_session(self, now: float, role: str = "user") -> SimSession:
+        """Register a newly accepted websocket (``role``: ``"user"``, ``"md"`` or
+        ``"replay"``); queues the ``o`` frame."""
+        audit = SocketAudit(index=len(self.audits), opened_at=now, role=role)
         self.audits.append(audit)
         session = SimSession(self, audit, now)
         self.sessions.append(session)
         return session
+
+    def wall(self, now: float) -> float:
+        """The simulated wall time at trio time ``now``, in seconds since the Unix epoch."""
+        return self.clock.at(now).timestamp()
+
+    def market_active(self) -> bool:
+        """Whether any live socket has a market-data subscription (the market task idles
+        otherwise)."""
+        return any(
+            s.feed is not None and (s.feed.active() or s.replay_clock is not None)
+            for s in self.sessions
+        )
+
+    def live_subscriptions(self) -> dict[int, frozenset[tuple[str, str]]]:
+        return {
+            s.audit.index: s.feed.live()
+            for s in self.sessions
+            if s.feed is not None and not s.closing
+        }
+
+    def market_tick(self, now: float) -> None:
+        """Queue on every market-data socket what its subscriptions produced since the last
+        tick."""
+        for session in self.sessions:
+            session.market_tick(now)
 
     def broadcast(self, batches: list[list[Props]], now: float) -> None:
         """Queue each batch, in order, on every live synced session (one frame per batch)."""
@@ -360,7 +404,7 @@ class SimCore:
         bearer = (authorization or "").removeprefix("Bearer ").strip()
         token = self.auth.validate(bearer, now) if bearer else None
         if token is None:
-            # tradovate-protocol.md §9: expired token on REST -> 401.
+            # docs/protocol.md §9: expired token on REST -> 401.
             return 401, "Access is denied"
         if lower == "auth/renewaccesstoken":
             if self.fail_renewals:
@@ -418,6 +462,12 @@ class SimCore:
                 return self._place_order(_json_object(body), now, violations)
             if lower == "order/cancelorder":
                 return self._cancel_order(_json_object(body), now)
+            if lower == "order/placeoso":
+                return self._place_oso(_json_object(body), now, violations)
+            if lower == "order/modifyorder":
+                return self._modify_order(_json_object(body), now)
+            if lower == "order/liquidateposition":
+                return self._liquidate(_json_object(body), now, violations)
             entity_name, _, operation = lower.partition("/")
             entity_type = _TYPES_BY_LOWER.get(entity_name)
             if entity_type is not None:
@@ -466,45 +516,202 @@ class SimCore:
         order_id = request.get("orderId")
         if not isinstance(order_id, int):
             raise _BadRequest("orderId is required")
+        # Only requests that create orders are checked for isAutomated (placeOrder, placeOSO,
+        # liquidatePosition): the best-practices page speaks of placing orders.
+        automated = _automated(request, None)
         try:
-            batches = self.world.cancel_order(now, order_id)
+            batches = self.world.cancel_order(now, order_id, is_automated=automated, command=True)
         except OrderRejected as exc:
-            return 200, {"failureReason": exc.reason, "failureText": exc.text}, []
-        return 200, {"commandId": order_id}, batches
+            return 200, _refusal(exc), []
+        return 200, {"commandId": batches[0][0].entity["id"]}, batches
+
+    def _modify_order(
+        self, request: dict[str, Any], now: float
+    ) -> tuple[int, Any, list[list[Props]]]:
+        order_id = request.get("orderId")
+        if not isinstance(order_id, int) or isinstance(order_id, bool):
+            raise _BadRequest("orderId is required")
+        qty = _quantity(request)
+        terms = _terms(request, _automated(request, None))  # see _cancel_order
+        try:
+            command_id, batches = self.world.modify_order(now, order_id, qty, terms)
+        except OrderRejected as exc:
+            return 200, _refusal(exc), []
+        return 200, {"commandId": command_id}, batches
+
+    def _liquidate(
+        self, request: dict[str, Any], now: float, violations: list[str] | None
+    ) -> tuple[int, Any, list[list[Props]]]:
+        """Cancel the account's live orders in the contract and close the position. A flat
+        position is no error here (Tradovate does not document that case): the answer then
+        has no ``orderId``."""
+        account_id, contract_id = request.get("accountId"), request.get("contractId")
+        for name, value in (("accountId", account_id), ("contractId", contract_id)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise _BadRequest(f"{name} is required")
+        if not isinstance(request.get("admin"), bool):
+            raise _BadRequest("admin is required")
+        assert isinstance(account_id, int)
+        assert isinstance(contract_id, int)
+        automated = _automated(request, violations)
+        if self.world.find_account(account_id) is None:
+            return 200, {"failureReason": "UnknownReason", "failureText": "Access is denied"}, []
+        if self.world.find_contract(contract_id) is None:
+            text = f"Unknown contract {contract_id}"
+            return 200, {"failureReason": "InvalidContract", "failureText": text}, []
+        order_id, batches = self.world.liquidate(now, account_id, contract_id, automated)
+        return 200, ({"orderId": order_id} if order_id is not None else {}), batches
+
+    def _order_target(
+        self, request: dict[str, Any]
+    ) -> tuple[str, int, tuple[int, int] | dict[str, Any]]:
+        """The checks every new order shares: ``(action, qty, (account, contract))``, or a
+        refusal body in place of the pair (Tradovate refuses these inside an ``s:200``)."""
+        action = request.get("action")
+        if action not in ("Buy", "Sell"):
+            raise _BadRequest("action must be Buy or Sell")
+        qty = _quantity(request)
+        if "symbol" not in request:
+            raise _BadRequest("symbol is required")
+        account = self.world.find_account(request.get("accountId", request.get("accountSpec")))
+        if account is None:
+            return (
+                str(action),
+                qty,
+                {"failureReason": "UnknownReason", "failureText": "Access is denied"},
+            )
+        contract = self.world.find_contract(request["symbol"])
+        if contract is None:
+            text = f"Unknown symbol {request['symbol']}"
+            return str(action), qty, {"failureReason": "UnknownReason", "failureText": text}
+        return str(action), qty, (int(account["id"]), int(contract["id"]))
 
     def _place_order(
         self, request: dict[str, Any], now: float, violations: list[str] | None
     ) -> tuple[int, Any, list[list[Props]]]:
-        action = request.get("action")
-        if action not in ("Buy", "Sell"):
-            raise _BadRequest("action must be Buy or Sell")
-        qty = request.get("orderQty")
-        if not isinstance(qty, int) or isinstance(qty, bool) or qty <= 0:
-            raise _BadRequest("orderQty must be a positive integer")
-        order_type = request.get("orderType")
-        if order_type not in _ORDER_TYPES:
-            raise _BadRequest(f"orderType must be one of {sorted(_ORDER_TYPES)}")
-        if "symbol" not in request:
-            raise _BadRequest("symbol is required")
-        if request.get("isAutomated") is not True and violations is not None:
-            # tradovate-protocol.md §9: software-placed orders must send isAutomated:true.
-            violations.append("order without isAutomated")
-        account = self.world.find_account(request.get("accountId", request.get("accountSpec")))
-        if account is None:
-            return 200, {"failureReason": "UnknownReason", "failureText": "Access is denied"}, []
-        contract = self.world.find_contract(request["symbol"])
-        if contract is None:
-            text = f"Unknown symbol {request['symbol']}"
-            return 200, {"failureReason": "UnknownReason", "failureText": text}, []
+        action, qty, target = self._order_target(request)
+        terms = _terms(request, _automated(request, violations))
+        if isinstance(target, dict):
+            return 200, target, []
+        refused = _price_refusal(terms)
+        if refused is not None:
+            return 200, refused, []
         order_id, batches = self.world.place_order(
             now,
-            account_id=int(account["id"]),
-            action=str(action),
-            contract_id=int(contract["id"]),
+            account_id=target[0],
+            action=action,
+            contract_id=target[1],
             qty=qty,
-            order_type=str(order_type),
+            order_type=terms.order_type,
+            terms=terms,
         )
         return 200, {"orderId": order_id}, batches
+
+    def _place_oso(
+        self, request: dict[str, Any], now: float, violations: list[str] | None
+    ) -> tuple[int, Any, list[list[Props]]]:
+        """``order/placeOSO`` (https://partner.tradovate.com/api/rest-api-endpoints/orders/place-oso):
+        the entry order's fields plus ``bracket1`` (required) and ``bracket2`` (optional), each
+        an action, an order type and its prices, sent once the entry fills."""
+        action, qty, target = self._order_target(request)
+        automated = _automated(request, violations)
+        terms = _terms(request, automated)
+        brackets: list[tuple[str, OrderTerms]] = []
+        for name in ("bracket1", "bracket2"):
+            bracket = request.get(name)
+            if bracket is None and name == "bracket2":
+                continue
+            if not isinstance(bracket, dict):
+                raise _BadRequest(f"{name} must be an object")
+            if bracket.get("action") not in ("Buy", "Sell"):
+                raise _BadRequest(f"{name}.action must be Buy or Sell")
+            brackets.append((str(bracket["action"]), _terms(bracket, automated)))
+        if isinstance(target, dict):
+            return 200, target, []
+        for bracket_terms in (terms, *(b for _, b in brackets)):
+            refused = _price_refusal(bracket_terms)
+            if refused is not None:
+                return 200, refused, []
+        ids, batches = self.world.place_oso(
+            now,
+            account_id=target[0],
+            action=action,
+            contract_id=target[1],
+            qty=qty,
+            terms=terms,
+            brackets=brackets,
+        )
+        answer: dict[str, Any] = {"orderId": ids[0], "oso1Id": ids[1]}
+        if len(ids) > 2:
+            answer["oso2Id"] = ids[2]
+        return 200, answer, batches
+
+
+def _refusal(exc: OrderRejected) -> dict[str, Any]:
+    """A business failure as Tradovate reports it: ``s:200`` with ``failureReason``
+    (https://partner.tradovate.com/overview/core-concepts/error-handling)."""
+    return {"failureReason": exc.reason, "failureText": exc.text}
+
+
+def _automated(request: dict[str, Any], violations: list[str] | None) -> bool | None:
+    """``isAutomated`` as sent; placing an order without ``true`` is a conformance violation
+    (software-placed orders must send it:
+    https://partner.tradovate.com/resources/reference/best-practices)."""
+    value = request.get("isAutomated")
+    if value is not True and violations is not None:
+        violations.append("order without isAutomated")
+    return value if isinstance(value, bool) else None
+
+
+def _quantity(request: dict[str, Any]) -> int:
+    qty = request.get("orderQty")
+    if not isinstance(qty, int) or isinstance(qty, bool) or qty <= 0:
+        raise _BadRequest("orderQty must be a positive integer")
+    return qty
+
+
+def _price(request: dict[str, Any], key: str) -> float | None:
+    value = request.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise _BadRequest(f"{key} must be a number")
+    return float(value)
+
+
+def _terms(request: dict[str, Any], automated: bool | None) -> OrderTerms:
+    """The order-version fields of a placeOrder, placeOSO bracket or modifyOrder body."""
+    order_type = request.get("orderType")
+    if order_type not in _ORDER_TYPES:
+        raise _BadRequest(f"orderType must be one of {sorted(_ORDER_TYPES)}")
+    tif = request.get("timeInForce")
+    if tif is not None and tif not in _TIME_IN_FORCE:
+        raise _BadRequest(f"timeInForce must be one of {sorted(_TIME_IN_FORCE)}")
+    cl_ord_id = request.get("clOrdId")
+    if cl_ord_id is not None and not isinstance(cl_ord_id, str):
+        raise _BadRequest("clOrdId must be a string")
+    text = request.get("text")
+    return OrderTerms(
+        order_type=str(order_type),
+        price=_price(request, "price"),
+        stop_price=_price(request, "stopPrice"),
+        time_in_force=tif,
+        cl_ord_id=cl_ord_id,
+        is_automated=automated,
+        text=text if isinstance(text, str) else None,
+    )
+
+
+def _price_refusal(terms: OrderTerms) -> dict[str, Any] | None:
+    """``InvalidPrice`` when a price the order type needs is missing (placeOrder reference:
+    ``price`` for non-market types, ``stopPrice`` for the stop types)."""
+    if terms.order_type in _NEEDS_PRICE and terms.price is None:
+        text = f"{terms.order_type} order needs a price"
+    elif terms.order_type in _NEEDS_STOP and terms.stop_price is None:
+        text = f"{terms.order_type} order needs a stopPrice"
+    else:
+        return None
+    return {"failureReason": "InvalidPrice", "failureText": text}
 
 
 class SimSession:
@@ -524,6 +731,19 @@ class SimSession:
         self._sub_types: set[str] | None = None
         self._shard: _Shard | None = None
         self._sent_props: deque[dict[str, Any]] = deque(maxlen=_REPLAY_MEMORY)
+        #: Market-data subscriptions (md and replay sockets only).
+        self.feed: MdFeed | None = None
+        #: The replay clock, once ``replay/initializeClock`` started it (replay sockets).
+        self.replay_clock: ReplayClock | None = None
+        if audit.role != "user":
+            self.feed = MdFeed(
+                core.market,
+                core.feed_faults,
+                audit.md_requests,
+                core.md_log,
+                socket=audit.index,
+                max_elements=core.config.md_max_elements,
+            )
         self._queue(SendFrame("o"), now)  # §2: first frame after the WS handshake
 
     def __repr__(self) -> str:
@@ -540,10 +760,9 @@ class SimSession:
         if self.closing or self.core.stalled:
             return math.inf
         cfg = self.core.config
-        deadlines = [
-            self._last_sent + cfg.heartbeat_interval,
-            self._last_received + cfg.client_heartbeat_timeout,
-        ]
+        deadlines = [self._last_received + cfg.client_heartbeat_timeout]
+        if not self._silenced():
+            deadlines.append(self._last_sent + cfg.heartbeat_interval)
         if not self.authorized:
             deadlines.append(self.audit.opened_at + cfg.auth_timeout)
         return min(deadlines)
@@ -557,9 +776,48 @@ class SimSession:
             self.close("auth timeout", now)
         elif now >= self._last_received + cfg.client_heartbeat_timeout:
             self.close("heartbeat timeout", now)
-        elif now >= self._last_sent + cfg.heartbeat_interval:
+        elif now >= self._last_sent + cfg.heartbeat_interval and not self._silenced():
             # §5: 'h' only while idle; any frame sent resets _last_sent.
             self._queue(SendFrame("h"), now)
+
+    def _silenced(self) -> bool:
+        """``silence_market``: a market-data socket sends nothing, not even ``h``."""
+        return self.feed is not None and self.core.feed_faults.silent
+
+    # -- market data ----------------------------------------------------------------------
+
+    def market_wall(self, now: float) -> float:
+        """This socket's market time: the replay clock's on a replay socket, else the
+        simulated wall clock."""
+        if self.replay_clock is not None:
+            return self.replay_clock.wall(now)
+        return self.core.wall(now)
+
+    def market_tick(self, now: float) -> None:
+        """Queue the updates of this socket's subscriptions since its last tick."""
+        feed = self.feed
+        if feed is None or self.closing or not self.authorized:
+            return
+        events = feed.advance(self.market_wall(now))
+        if self.replay_clock is not None:
+            events.append(self.replay_clock.event(now))
+        if events and not self._silenced():
+            self.send_messages(events, now)
+
+    def _md(self, lower: str, request_id: int, body: str, now: float) -> None:
+        """One ``md/*`` request: bring the feed up to date, answer, then send what the
+        request starts (the current value, or chart history up to ``eoh``)."""
+        feed = self.feed
+        assert feed is not None
+        if self.audit.role == "replay" and self.replay_clock is None:
+            feed.refuse(lower, request_id, body, now, 400)
+            self._reply(request_id, 400, now, "Initialize the replay clock first")
+            return
+        self.market_tick(now)
+        status, data, events = feed.handle(lower, request_id, body, self.market_wall(now), now)
+        self._reply(request_id, status, now, _MISSING if data is None else data)
+        for event in events:
+            self.send_messages([event], now)
 
     # -- outgoing -------------------------------------------------------------------------
 
@@ -731,6 +989,16 @@ class SimSession:
             )
             self._reply(request_id, 200, now, issued.payload())  # §8: inside d of an s:200
             return
+        if self.feed is not None and lower.startswith("md/"):
+            self._md(lower, request_id, body, now)
+            return
+        if self.audit.role == "replay" and lower.startswith("replay/"):
+            self._replay(lower, request_id, body, now)
+            return
+        if self.audit.role == "md":
+            # The market-data socket serves md/* only (§1: its own host).
+            self._reply(request_id, 404, now, f"Not found: {endpoint}")
+            return
         if lower == "user/syncrequest":
             self._sync(request_id, body, now)
             return
@@ -739,6 +1007,37 @@ class SimSession:
         )
         self._reply(request_id, status, now, data)
         self.core.broadcast(batches, now)
+
+    def _replay(self, lower: str, request_id: int, body: str, now: float) -> None:
+        """``replay/*`` on a replay socket (see ``_replay``)."""
+        if lower not in REPLAY_ENDPOINTS:
+            self._reply(request_id, 404, now, f"Not found: {lower}")
+            return
+        before = self.replay_clock
+        try:
+            data, clock = handle_replay(
+                lower,
+                _json_object(body),
+                before,
+                history=(self.core.market.origin, self.core.wall(now)),
+                now=now,
+            )
+        except (_BadRequest, ReplayError) as exc:
+            self._reply(request_id, 400, now, str(exc))
+            return
+        if clock is not before and self.feed is not None:
+            self.feed.reset()  # a new replay starts a new market time line
+        self.replay_clock = clock
+        self._reply(request_id, 200, now, data)
+        if clock is not None and lower != "replay/checkreplaysession":
+            self.send_messages([clock.event(now)], now)
+
+    def throttle_replay(self, now: float) -> None:
+        """Stop this socket's replay clock (speed 0, "throttled") and say so in a ``clock``."""
+        if self.replay_clock is None or self.closing:
+            return
+        self.replay_clock.change_speed(0.0, now)
+        self.send_messages([self.replay_clock.event(now)], now)
 
     def _authorize(self, request_id: int, body: str, now: float) -> None:
         if self.core.ignore_authorize:

@@ -24,7 +24,8 @@ _T = TypeVar("_T")
 #: marked required) — usable as CLI help text.
 FAULT_KINDS: Final[Mapping[str, str]] = MappingProxyType(
     {
-        "drop": "abrupt TCP drop of every socket (no c frame, no WS close)",
+        "drop": "abrupt TCP drop of every socket (no c frame, no WS close); role (str: "
+        "user | md | replay, default all)",
         "stall": "every socket goes silent (still reads)",
         "unstall": "end a stall",
         "close": 'c[code,"reason"] + WS close; code (int, 3000), reason (str, "Go away!")',
@@ -46,6 +47,17 @@ FAULT_KINDS: Final[Mapping[str, str]] = MappingProxyType(
         "nth (int), p_time (number, 5.0), captcha (bool, false), times (int, 1)",
         "rate_limit_429": "429 instead of an answer (websocket and REST); endpoint (str), "
         "times (int, 1)",
+        "freeze_subscription": "one subscription stops updating, the rest stream on; symbol "
+        "(str or int, required), md_kind (str: quote | dom | histogram | chart, quote), "
+        "until_resubscribed (bool, true)",
+        "unfreeze_subscriptions": "end every freeze_subscription",
+        "conflate_market": "quote/DOM/histogram updates only every Nth market step; every "
+        "(int, required; null = every step)",
+        "chart_gap": "every open chart discards its next realtime steps (tick id or bar "
+        "timestamp gaps); count (int, required)",
+        "silence_market": "md and replay sockets send nothing, not even h; on (bool, true)",
+        "quiet_market": "no market updates (idle md sockets send h); on (bool, true)",
+        "throttle_replay": "every replay clock stops (clock event with s 0) until changeSpeed",
     }
 )
 
@@ -94,11 +106,19 @@ _NUMBER: Final = (int, float)
 def _apply(sim: Simulator, kind: str, p: _Params) -> Callable[[], Awaitable[None]] | None:
     """Validate the parameters, then apply the fault or return the awaitable action that
     applies it (``None`` when already applied)."""
-    if kind in ("drop", "stall", "unstall", "expire_tokens"):
+    if kind in ("stall", "unstall", "expire_tokens", "unfreeze_subscriptions", "throttle_replay"):
         p.done()  # parameterless kinds
     if kind == "drop":
-        return sim.drop_connections
-    if kind == "stall":
+        role = p.take("role", (str, type(None)), None)
+        p.done()
+        if role not in (None, "user", "md", "replay"):
+            raise FaultError("role must be user, md or replay")
+        if role is None:
+            return sim.drop_connections
+        return lambda: sim.drop_connections(lambda audit: audit.role == role)
+    if kind in _MARKET_KINDS:
+        _market_fault(sim, kind, p)
+    elif kind == "stall":
         sim.stall(True)
     elif kind == "unstall":
         sim.stall(False)
@@ -174,6 +194,54 @@ def _apply(sim: Simulator, kind: str, p: _Params) -> Callable[[], Awaitable[None
     else:
         raise FaultError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
     return None
+
+
+_MARKET_KINDS: Final = frozenset(
+    {
+        "freeze_subscription",
+        "unfreeze_subscriptions",
+        "throttle_replay",
+        "conflate_market",
+        "chart_gap",
+        "silence_market",
+        "quiet_market",
+    }
+)
+
+
+def _market_fault(sim: Simulator, kind: str, p: _Params) -> None:
+    """The market-data kinds (see :data:`FAULT_KINDS`)."""
+    try:
+        if kind == "freeze_subscription":
+            symbol = p.take("symbol", (str, int), ...)
+            md_kind = p.take("md_kind", str, "quote")
+            until = p.take("until_resubscribed", bool, True)
+            p.done()
+            sim.freeze_subscription(symbol, md_kind, until_resubscribed=until)
+        elif kind == "unfreeze_subscriptions":
+            sim.unfreeze_subscriptions()
+        elif kind == "throttle_replay":
+            sim.throttle_replay()
+        elif kind == "conflate_market":
+            every = p.take("every", (int, type(None)), ...)
+            p.done()
+            sim.conflate_market(every)
+        elif kind == "chart_gap":
+            count = p.take("count", int, ...)
+            p.done()
+            sim.chart_gap(count)
+        elif kind == "silence_market":
+            on = p.take("on", bool, True)
+            p.done()
+            sim.silence_market(on)
+        else:
+            on = p.take("on", bool, True)
+            p.done()
+            sim.quiet_market(on)
+    except ValueError as exc:
+        if isinstance(exc, FaultError):
+            raise
+        raise FaultError(str(exc)) from exc
 
 
 def _check_script(times: int, p_time: float) -> None:

@@ -1,6 +1,6 @@
 """Malformed server frames for the conformance "error classes" (sans-I/O text builders).
 
-tradovate-protocol.md §11 (NOTES: "no crash on malformed data") and §12 client rule (8)
+docs/protocol.md §11 (Stage 2: no crash on malformed data) and §12 client rule (8)
 ("ignore unknown ``e`` kinds/fields") are what these frames exercise. Each one is built so that
 a client which *wrongly* applies it would visibly diverge from ``truth()``: the bad ``props``
 events name real entities and carry a ``MALFORMED`` marker, so a lenient parser that coerces

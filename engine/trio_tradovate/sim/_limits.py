@@ -1,6 +1,6 @@
 """Penalty tickets, scripted HTTP 429s and rolling-window request limits (sans-I/O).
 
-tradovate-protocol.md §8: a throttled request is *not handled*; instead the server answers
+docs/protocol.md §8: a throttled request is *not handled*; instead the server answers
 (HTTP 200 on REST, ``s:200`` on the websocket) with ``{"p-ticket", "p-time"[, "p-captcha"]}``.
 The client waits ``p-time`` seconds and resends the same request with ``"p-ticket"`` added (on
 the websocket with a new request id, §3 / JS EX-07a). A 429 (§8, P-RL-old) carries no ticket.

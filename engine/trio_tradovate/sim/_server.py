@@ -1,5 +1,7 @@
 """A real loopback TCP server: REST and ``/v1/websocket`` on one port, as on
-``demo.tradovateapi.com`` (tradovate-protocol.md §1).
+``demo.tradovateapi.com`` (docs/protocol.md §1), plus the market-data socket on
+``/md/v1/websocket`` and the replay socket on ``/replay/v1/websocket`` (Tradovate gives each its
+own host; one loopback host needs distinct paths). See :attr:`SimServer.md_url`.
 
 Each accepted stream's HTTP request head is read here. A websocket upgrade is handed to
 :meth:`Simulator.serve_stream` together with the bytes already read; anything else is answered
@@ -50,6 +52,16 @@ class SimServer:
     def ws_url(self) -> str:
         return f"ws://{self.host}:{self.port}/v1/websocket"
 
+    @property
+    def md_url(self) -> str:
+        """The market-data socket (on Tradovate its own host, §1; here its own path)."""
+        return f"ws://{self.host}:{self.port}/md/v1/websocket"
+
+    @property
+    def replay_url(self) -> str:
+        """The market-replay socket (its own host on Tradovate, its own path here)."""
+        return f"ws://{self.host}:{self.port}/replay/v1/websocket"
+
 
 class _BadHttp(Exception):
     pass
@@ -98,7 +110,9 @@ class _Handler:
             method, target, headers = _parse_head(head)
             lowered = {name.lower(): value for name, value in headers}
             if lowered.get("upgrade", "").lower() == "websocket":
-                await self._sim.serve_stream(stream, prefix=head + b"\r\n\r\n" + rest)
+                await self._sim.serve_stream(
+                    stream, prefix=head + b"\r\n\r\n" + rest, host=lowered.get("host")
+                )
                 return
             await self._rest(stream, method, target, headers, lowered, rest)
         except (_BadHttp, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

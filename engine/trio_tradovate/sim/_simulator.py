@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import Any, Final
 
 import httpx
 import orjson
@@ -23,16 +24,42 @@ import trio.testing
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, wrap_server_stream
 
 from ..config import Credentials, EngineConfig
-from ._audit import RestRecord, SocketAudit
+from ._audit import MdRecord, RestRecord, SocketAudit
 from ._config import SimConfig
 from ._core import CloseSocket, SendFrame, SimCore, SimSession
 from ._inject import MALFORMED_KINDS
 
-__all__ = ["Simulator", "open_simulator"]
+__all__ = ["Simulator", "open_simulator", "socket_role"]
 
 logger = logging.getLogger("trio_tradovate.sim")
 
-_WS_RESOURCE = "/v1/websocket"  # tradovate-protocol.md §1
+_WS_RESOURCE = "/v1/websocket"  # docs/protocol.md §1
+#: Loopback paths of the other sockets (one port serves all three; see ``socket_role``).
+_ROLE_PATHS: Final = {"/md/v1/websocket": "md", "/replay/v1/websocket": "replay"}
+
+
+def socket_role(path: str, host: str | None) -> str | None:
+    """Which socket a websocket handshake asks for: ``"user"``, ``"md"``, ``"replay"``, or
+    ``None`` (no such resource: the handshake is refused with 404).
+
+    §1: the three sockets are ``/v1/websocket`` on three hosts (``demo``/``live``, ``md``,
+    ``replay``, and the partner staging ``md-api``/``replay.staging`` names), so
+    ``/v1/websocket`` is routed by host. The loopback server has a single host, so it also
+    serves ``/md/v1/websocket`` and ``/replay/v1/websocket``.
+    """
+    resource = path.split("?", 1)[0]
+    if resource in _ROLE_PATHS:
+        return _ROLE_PATHS[resource]
+    if resource != _WS_RESOURCE:
+        return None
+    name = (host or "").rsplit(":", 1)[0].lower() if host and not host.startswith("[") else ""
+    if name.startswith(("md.", "md-api.")):
+        return "md"
+    if name.startswith("replay."):
+        return "replay"
+    return "user"
+
+
 _IO_ERRORS = (ConnectionClosed, HandshakeError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
@@ -109,7 +136,8 @@ class SimConnector:
         if self._sim.refusing():
             raise ConnectionRefusedError(f"simulator refuses connections to {host}:{port}")
         client, server = trio.testing.memory_stream_pair()
-        self._sim.nursery.start_soon(self._sim.serve_stream, server)
+        # The host picks the socket (md., replay. or the user socket), as on Tradovate (§1).
+        self._sim.nursery.start_soon(partial(self._sim.serve_stream, server, host=host))
         return client
 
 
@@ -123,6 +151,9 @@ class Simulator:
         self._resumed = trio.Event()  # replaced each time a stall ends
         self._conns: list[_Conn] = []
         self._refuse_until: float | None = None
+        self._md_wanted = trio.Event()  # set while some socket has a subscription
+        #: One-shot ``drop_on_request`` trap: (lower-case endpoint, process the request first).
+        self._drop_trap: tuple[str, bool] | None = None
 
     def __repr__(self) -> str:
         return f"<Simulator seed={self.config.seed} live={len(self._conns)}>"
@@ -149,6 +180,26 @@ class Simulator:
     def rest_log(self) -> Sequence[RestRecord]:
         """Every REST request answered, in order (no bodies, headers or tokens)."""
         return tuple(self._core.rest_log)
+
+    @property
+    def md_requests(self) -> Sequence[MdRecord]:
+        """Every market-data request (subscribe, unsubscribe, ``getChart``, ``cancelChart``)
+        on every socket, in arrival order; each record names its socket (``.socket``, the
+        index into :attr:`sockets`). ``sockets[i].md_requests`` holds one socket's."""
+        return tuple(self._core.md_log)
+
+    def contract_id(self, symbol: str) -> int:
+        """The id of the contract named ``symbol`` (case-insensitive); ``KeyError`` if none."""
+        found = self._core.market.resolve(symbol)
+        if found is None:
+            raise KeyError(symbol)
+        return found.contract_id
+
+    def live_subscriptions(self) -> dict[int, frozenset[tuple[str, str]]]:
+        """What each open market-data (or replay) socket is subscribed to right now:
+        socket index -> ``{(kind, contract name)}``, kind ``"quote"``, ``"dom"``,
+        ``"histogram"`` or ``"chart"``. After a reconnect this is what was restored."""
+        return self._core.live_subscriptions()
 
     def wall_clock(self) -> datetime:
         """The simulated UTC time now (``expirationTime`` and timestamps are on this clock).
@@ -276,6 +327,73 @@ class Simulator:
         self._core.replay_props(count, trio.current_time())
         self._kick()
 
+    # -- market-data faults ------------------------------------------------------------------
+
+    def freeze_subscription(
+        self, symbol: str | int, kind: str = "quote", *, until_resubscribed: bool = True
+    ) -> None:
+        """Stop the updates of one subscription (``kind`` ``"quote"``, ``"dom"``,
+        ``"histogram"`` or ``"chart"`` of ``symbol``) on every socket, while the others keep
+        streaming and the socket stays up. With ``until_resubscribed`` the next subscribe to
+        it (any socket) ends the freeze, as a real re-subscribe would; otherwise only
+        :meth:`unfreeze_subscriptions` does."""
+        if kind not in ("quote", "dom", "histogram", "chart"):
+            raise ValueError("kind must be quote, dom, histogram or chart")
+        found = self._core.market.resolve(symbol)
+        if found is None:
+            raise ValueError(f"unknown symbol {symbol!r}")
+        self._core.injected["freeze_subscription"] += 1
+        self._core.feed_faults.frozen[(kind, found.contract_id)] = until_resubscribed
+
+    def unfreeze_subscriptions(self) -> None:
+        """End every :meth:`freeze_subscription`."""
+        self._core.feed_faults.frozen.clear()
+
+    def conflate_market(self, every: int | None) -> None:
+        """Throttled, conflated market data: quote, DOM and histogram updates go out only on
+        every ``every``-th market step, the ones in between discarded (what Tradovate does for
+        slow clients); ``None`` sends every step again. Values sent are always current."""
+        if every is not None:
+            if every < 1:
+                raise ValueError("every must be >= 1")
+            self._core.injected["conflate_market"] += 1
+        self._core.feed_faults.conflate_every = every
+
+    def chart_gap(self, count: int) -> None:
+        """Every open chart discards its next ``count`` realtime steps, as the server does with
+        out-of-date data: a tick chart skips ``count`` tick ids; a bar chart skips the bars
+        that fall wholly in the gap (``count`` >= the bar length in steps), which shows as a
+        jump in bar timestamps. Charts opened later are not affected."""
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        self._core.injected["chart_gap"] += 1
+        for session in self._core.sessions:
+            if session.feed is not None:
+                session.feed.add_gap(count)
+
+    def silence_market(self, on: bool = True) -> None:
+        """While on, market-data and replay sockets send nothing at all, neither data nor
+        ``h``, though they stay open, keep reading and still answer requests: a feed that
+        froze while the socket looks connected. User sockets are not affected."""
+        if on:
+            self._core.injected["silence_market"] += 1
+        self._core.feed_faults.silent = on
+        self._kick()
+
+    def throttle_replay(self) -> None:
+        """Every initialized replay clock stops: speed 0, the "throttled" state, announced
+        in a ``clock`` event with ``"s":0``; ``replay/changeSpeed`` restarts it."""
+        self._core.injected["throttle_replay"] += 1
+        for session in self._core.sessions:
+            session.throttle_replay(trio.current_time())
+        self._kick()
+
+    def quiet_market(self, on: bool = True) -> None:
+        """While on, the market is quiet: no updates, so an idle md socket sends ``h`` (§2)."""
+        if on:
+            self._core.injected["quiet_market"] += 1
+        self._core.feed_faults.quiet = on
+
     def split_frames(self, max_bytes: int | None) -> None:
         """While set, every server write goes out in pieces of at most ``max_bytes`` bytes
         with a checkpoint between pieces; ``None`` restores whole writes."""
@@ -339,6 +457,43 @@ class Simulator:
         self._core.injected["rate_limit_429"] += 1
         self._core.gate.add_429(endpoint=endpoint, times=times)
 
+    def drop_on_request(self, endpoint: str, *, processed: bool) -> None:
+        """Drop the socket (as :meth:`drop_connections`) when the next ``endpoint`` request
+        arrives: with ``processed`` the server acts on it first and its answer is lost with
+        the connection; without, it never reads it. Either way the client cannot tell which
+        happened, which is what an order placed into a dying connection looks like."""
+        self._core.injected["drop_on_request"] += 1
+        self._drop_trap = (endpoint.strip().lower(), processed)
+
+    def _trapped(self, conn: _Conn, message: str) -> bool:
+        """Spring the ``drop_on_request`` trap if ``message`` is its request."""
+        trap = self._drop_trap
+        if trap is None or message.split("\n", 1)[0].strip().lower() != trap[0]:
+            return False
+        self._drop_trap = None
+        now = trio.current_time()
+        if trap[1]:
+            conn.session.receive(message, now)
+        conn.session.finished("dropped", now)
+        conn.cancel_scope.cancel()
+        self._kick()  # the other sockets send what the request changed
+        return True
+
+    def market_price(self, symbol: str) -> float:
+        """The simulated market price of a contract (by name); orders whose price it has
+        reached fill when placed or modified."""
+        contract = self._core.world.find_contract(symbol)
+        if contract is None:
+            raise KeyError(symbol)
+        return self._core.world.price(int(contract["id"]))
+
+    def fill_order(self, order_id: int) -> None:
+        """Fill a working order now, at the market price (the market traded through it):
+        its ``props`` go out as for any fill, and an OSO entry's brackets start working."""
+        now = trio.current_time()
+        self._core.broadcast(self._core.world.fill_order(now, order_id), now)
+        self._kick()
+
     def pause_activity(self) -> None:
         """Stop generating account events (mutations through requests still happen)."""
         self._core.activity_paused = True
@@ -350,6 +505,8 @@ class Simulator:
     def _kick(self) -> None:
         for conn in self._conns:
             conn.wake.set()
+        if not self._md_wanted.is_set() and self._core.market_active():
+            self._md_wanted.set()
 
     async def _kick_and_wait(self) -> None:
         conns = list(self._conns)
@@ -385,14 +542,18 @@ class Simulator:
 
     # -- websocket ------------------------------------------------------------------------
 
-    async def serve_stream(self, stream: trio.abc.Stream, prefix: bytes = b"") -> None:
+    async def serve_stream(
+        self, stream: trio.abc.Stream, prefix: bytes = b"", host: str | None = None
+    ) -> None:
         """Serve one websocket over ``stream`` (handshake included); never raises.
 
         ``prefix`` holds bytes a caller already read off the stream (the HTTP request head
-        when REST and websocket share one port). The stream is closed on return.
+        when REST and websocket share one port); ``host`` is the host the client asked for,
+        which picks the socket with the path (:func:`socket_role`). The stream is closed on
+        return.
         """
         try:
-            await self._serve(_SimStream(stream, self._core, lambda: self._resumed, prefix))
+            await self._serve(_SimStream(stream, self._core, lambda: self._resumed, prefix), host)
         except _IO_ERRORS as exc:
             logger.debug("websocket ended: %r", exc)
         except ExceptionGroup as group:
@@ -403,23 +564,24 @@ class Simulator:
             else:
                 logger.debug("websocket ended: %r", group)
         except Exception:
-            # An exception escaping would crash the owning nursery (trio-stack-notes §4).
+            # An exception escaping would crash the owning nursery (docs/protocol.md §15).
             logger.exception("simulator websocket handler failed")
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _serve(self, stream: trio.abc.Stream) -> None:
+    async def _serve(self, stream: trio.abc.Stream, host: str | None) -> None:
         async with trio.open_nursery() as nursery:
             request = await wrap_server_stream(
                 nursery, stream, max_message_size=self.config.max_message_size
             )
-            if request.path != _WS_RESOURCE:
+            role = socket_role(request.path, host)
+            if role is None:
                 logger.info("rejecting websocket resource %r", request.path)
                 await request.reject(404, body=b"Not found")
                 nursery.cancel_scope.cancel()
                 return
             ws = await request.accept()
-            session = self._core.open_session(trio.current_time())
+            session = self._core.open_session(trio.current_time(), role)
             conn = _Conn(session)
             self._conns.append(conn)
             try:
@@ -441,6 +603,8 @@ class Simulator:
                 if isinstance(message, bytes):
                     session.audit.violations.append("binary frame")
                     message = message.decode("utf-8", errors="replace")
+                if self._trapped(conn, message):
+                    return
                 session.receive(message, trio.current_time())
                 self._kick()
         except ConnectionClosed as exc:
@@ -494,6 +658,22 @@ class Simulator:
             self._core.activity(trio.current_time())
             self._kick()
 
+    async def _market(self) -> None:
+        """Step the market on its grid while any socket has a subscription."""
+        core = self._core
+        interval = self.config.md_step_interval
+        while True:
+            if not core.market_active():
+                self._md_wanted = trio.Event()
+                await self._md_wanted.wait()
+            now = trio.current_time()
+            wall = core.wall(now)
+            # Wake just after the next grid step (wall time and trio time run together).
+            step_wall = core.market.step_time(core.market.step_at(wall) + 1)
+            await trio.sleep_until(now + (step_wall - wall) + interval * 1e-6)
+            core.market_tick(trio.current_time())
+            self._kick()
+
 
 @asynccontextmanager
 async def open_simulator(config: SimConfig | None = None) -> AsyncIterator[Simulator]:
@@ -501,6 +681,7 @@ async def open_simulator(config: SimConfig | None = None) -> AsyncIterator[Simul
     async with trio.open_nursery() as nursery:
         sim = Simulator(config or SimConfig(), nursery)
         nursery.start_soon(sim._activity)
+        nursery.start_soon(sim._market)
         try:
             yield sim
         finally:

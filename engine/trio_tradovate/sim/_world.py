@@ -20,7 +20,7 @@ __all__ = ["COLLECTIONS", "Props", "WallClock", "World"]
 
 Entity = dict[str, Any]
 
-#: Plural sync collection name -> singular ``entityType`` (tradovate-protocol.md §6, OAS).
+#: Plural sync collection name -> singular ``entityType`` (docs/protocol.md §6, OAS).
 COLLECTIONS: dict[str, str] = {
     "users": "user",
     "userProperties": "userProperty",
@@ -117,6 +117,32 @@ class OrderRejected(Exception):
         self.text = text
 
 
+@dataclass(frozen=True)
+class OrderTerms:
+    """What a client asked of an order (``order/placeOrder`` and friends:
+    https://partner.tradovate.com/api/rest-api-endpoints/orders/place-order).
+
+    Orders placed with terms get the entities Tradovate keeps beside an order (a ``command``
+    carrying the client's ``clOrdId``, and an ``orderVersion`` with the quantity and prices);
+    the activity generator's own orders carry none (a simplification of the simulator).
+    """
+
+    order_type: str
+    price: float | None = None
+    stop_price: float | None = None
+    time_in_force: str | None = None
+    cl_ord_id: str | None = None
+    is_automated: bool | None = None
+    text: str | None = None
+
+
+#: ``ordStatus`` values of an order that can still be modified or cancelled.
+_LIVE_STATUSES = ("Working", "Suspended")
+#: Entity types created only for orders placed with :class:`OrderTerms`; their ids come from a
+#: separate generator so they never shift the seeded activity.
+_ORDER_DETAIL_TYPES = frozenset({"command", "orderVersion"})
+
+
 class World:
     """Entities of one demo user, keyed by singular entity type then id."""
 
@@ -137,7 +163,9 @@ class World:
         self._next_id: dict[str, int] = {}
         self._prices: dict[int, float] = {}
         self._value_per_point: dict[int, float] = {}
+        self._reference: dict[int, float] = {}
         self.user_id = rng.randrange(1_000_000, 3_000_000)
+        self._detail_rng = random.Random(f"details:{self.user_id}")
         self._seed_entities(username, accounts, now)
 
     # -- queries --------------------------------------------------------------------------
@@ -167,14 +195,15 @@ class World:
     def account_of(self, entity_type: str, entity: Entity) -> int | None:
         """The account an entity belongs to, for ``accounts`` sync filtering (§6).
 
-        Fills carry no ``accountId`` in Tradovate's schema, so they inherit their order's.
+        Fills, commands and order versions carry no ``accountId`` in Tradovate's schema, so
+        they inherit their order's.
         Entities that belong to no account (contracts, products, the user) return ``None``.
         """
         if entity_type == "account":
             return int(entity["id"])
         if "accountId" in entity:
             return int(entity["accountId"])
-        if entity_type == "fill":
+        if entity_type in ("fill", "command", "orderVersion"):
             order = self._store["order"].get(int(entity["orderId"]))
             return int(order["accountId"]) if order is not None else None
         return None
@@ -223,6 +252,15 @@ class World:
                 return copy.deepcopy(contract)
         return None
 
+    def contract_specs(self) -> list[tuple[int, str, float, float]]:
+        """``(contract id, name, tick size, reference price)`` of every contract, by id: what
+        the market-data process (``_market``) needs. The reference price is the one the
+        world was seeded with, not the drifting fill price."""
+        return [
+            (cid, str(c["name"]), float(c["providerTickSize"]), self._reference[cid])
+            for cid, c in sorted(self._store["contract"].items())
+        ]
+
     def find_account(self, spec: object) -> Entity | None:
         """An account by id or by name (``accountSpec``)."""
         for account in self._store["account"].values():
@@ -241,36 +279,160 @@ class World:
         contract_id: int,
         qty: int,
         order_type: str,
+        terms: OrderTerms | None = None,
     ) -> tuple[int, list[list[Props]]]:
-        """Create an order; a ``Market`` order fills at once (a second batch).
+        """Create an order; a ``Market`` order (or, with ``terms``, one whose price the market
+        already reached) fills at once (a second batch).
 
         Returns the new order id and the batches to broadcast.
         """
-        order = self._new(
-            "order",
-            now,
-            accountId=account_id,
-            contractId=contract_id,
-            action=action,
-            ordStatus="Working",
-            admin=False,
-            archived=False,
-            external=False,
-            orderQty=qty,
-            orderType=order_type,
+        order, created = self._create_order(
+            now, account_id, action, contract_id, qty, order_type, terms, status="Working"
         )
-        batches = [[Props("order", "Created", copy.deepcopy(order))]]
-        if order_type == "Market":
+        batches = [created]
+        if self._marketable(order):
             batches.append(self._fill(now, order["id"]))
         return int(order["id"]), batches
 
-    def cancel_order(self, now: float, order_id: int) -> list[list[Props]]:
-        """Cancel a working order; raises :class:`OrderRejected` if it is not working."""
+    def place_oso(
+        self,
+        now: float,
+        *,
+        account_id: int,
+        action: str,
+        contract_id: int,
+        qty: int,
+        terms: OrderTerms,
+        brackets: list[tuple[str, OrderTerms]],
+    ) -> tuple[list[int], list[list[Props]]]:
+        """``order/placeOSO``: an entry order and one or two brackets that wait (``Suspended``)
+        until the entry fills, then work as a pair: when one fills the other is cancelled.
+
+        Tradovate documents the request and its ``PlaceOSOResult`` (``orderId``, ``oso1Id``,
+        ``oso2Id``), not how the brackets' states and links appear in the entities; the
+        simulator's choice: each bracket has ``parentId`` = the entry and ``linkedId`` = the
+        other bracket, and takes the entry's quantity. Returns the ids, entry first.
+        """
+        entry, created = self._create_order(
+            now, account_id, action, contract_id, qty, terms.order_type, terms, status="Working"
+        )
+        ids = [int(entry["id"])]
+        for bracket_action, bracket_terms in brackets:
+            child, events = self._create_order(
+                now,
+                account_id,
+                bracket_action,
+                contract_id,
+                qty,
+                bracket_terms.order_type,
+                bracket_terms,
+                status="Suspended",
+                parentId=entry["id"],
+            )
+            ids.append(int(child["id"]))
+            created.extend(events)
+        if len(ids) == 3:
+            for mine, other in ((ids[1], ids[2]), (ids[2], ids[1])):
+                self._store["order"][mine]["linkedId"] = other
+            created = [
+                Props(
+                    p.entity_type, p.event_type, copy.deepcopy(self._store["order"][p.entity["id"]])
+                )
+                if p.entity_type == "order"
+                else p
+                for p in created
+            ]
+        batches = [created]
+        if self._marketable(entry):
+            batches.append(self._fill(now, entry["id"]))
+        return ids, batches
+
+    def modify_order(
+        self, now: float, order_id: int, qty: int, terms: OrderTerms
+    ) -> tuple[int, list[list[Props]]]:
+        """``order/modifyOrder``: a new ``orderVersion`` and a ``Modify`` command; raises
+        :class:`OrderRejected` if the order is no longer working. Returns the command id."""
+        order = self._store["order"].get(order_id)
+        if order is None or order["ordStatus"] not in _LIVE_STATUSES:
+            raise OrderRejected("TooLate", f"Order {order_id} is not working")
+        version = self._version(now, order_id, qty, terms)
+        order.update(timestamp=self._clock.iso(now))
+        events = [Props("order", "Updated", copy.deepcopy(order)), version]
+        command = self._command(now, order_id, "Modify", terms.cl_ord_id, terms.is_automated)
+        events.append(command)
+        batches = [events]
+        if order["ordStatus"] == "Working" and self._marketable(order):
+            batches.append(self._fill(now, order_id))
+        return int(command.entity["id"]), batches
+
+    def cancel_order(
+        self, now: float, order_id: int, *, is_automated: bool | None = None, command: bool = False
+    ) -> list[list[Props]]:
+        """Cancel a working order (and the brackets still waiting on it); raises
+        :class:`OrderRejected` if it is not working. With ``command`` (a client's request), a
+        ``Cancel`` command entity comes first in the batch."""
+        order = self._store["order"].get(order_id)
+        if order is None or order["ordStatus"] not in _LIVE_STATUSES:
+            raise OrderRejected("UnknownReason", f"Order {order_id} is not working")
+        events: list[Props] = []
+        if command:
+            events.append(self._command(now, order_id, "Cancel", None, is_automated))
+        events.extend(self._cancel(now, order))
+        for child in self._children(order_id):
+            if child["ordStatus"] == "Suspended":
+                events.extend(self._cancel(now, child))
+        return [events]
+
+    def liquidate(
+        self, now: float, account_id: int, contract_id: int, is_automated: bool | None
+    ) -> tuple[int | None, list[list[Props]]]:
+        """``order/liquidatePosition``: cancel the account's live orders in the contract, then
+        close the position with a market order. Returns that order's id (``None`` when the
+        position was flat: nothing to close) and the batches."""
+        batches: list[list[Props]] = []
+        live = sorted(
+            i
+            for i, o in self._store["order"].items()
+            if o["accountId"] == account_id
+            and o["contractId"] == contract_id
+            and o["ordStatus"] in _LIVE_STATUSES
+        )
+        for order_id in live:
+            if self._store["order"][order_id]["ordStatus"] in _LIVE_STATUSES:
+                batches.extend(self.cancel_order(now, order_id, is_automated=is_automated))
+        position = next(
+            (
+                p
+                for p in self._store["position"].values()
+                if p["accountId"] == account_id and p["contractId"] == contract_id
+            ),
+            None,
+        )
+        net = int(position["netPos"]) if position is not None else 0
+        if net == 0:
+            return None, batches
+        terms = OrderTerms("Market", is_automated=is_automated)
+        order_id, placed = self.place_order(
+            now,
+            account_id=account_id,
+            action="Sell" if net > 0 else "Buy",
+            contract_id=contract_id,
+            qty=abs(net),
+            order_type="Market",
+            terms=terms,
+        )
+        return order_id, batches + placed
+
+    def fill_order(self, now: float, order_id: int) -> list[list[Props]]:
+        """Fill a working order at the current price (the market traded through it)."""
         order = self._store["order"].get(order_id)
         if order is None or order["ordStatus"] != "Working":
             raise OrderRejected("UnknownReason", f"Order {order_id} is not working")
-        order.update(ordStatus="Canceled", timestamp=self._clock.iso(now))
-        return [[Props("order", "Updated", copy.deepcopy(order))]]
+        return [self._fill(now, order_id)]
+
+    def price(self, contract_id: int) -> float:
+        """The simulated market price of a contract."""
+        return self._prices[contract_id]
 
     def activity_step(self, now: float) -> list[list[Props]]:
         """One tick of the seeded generator: one batch, sometimes with two mutations."""
@@ -281,6 +443,131 @@ class World:
         return [batch]
 
     # -- internals -----------------------------------------------------------------------
+
+    def _create_order(
+        self,
+        now: float,
+        account_id: int,
+        action: str,
+        contract_id: int,
+        qty: int,
+        order_type: str,
+        terms: OrderTerms | None,
+        *,
+        status: str,
+        **links: Any,
+    ) -> tuple[Entity, list[Props]]:
+        order = self._new(
+            "order",
+            now,
+            accountId=account_id,
+            contractId=contract_id,
+            action=action,
+            ordStatus=status,
+            admin=False,
+            archived=False,
+            external=False,
+            orderQty=qty,
+            orderType=order_type,
+            **links,
+        )
+        events = [Props("order", "Created", copy.deepcopy(order))]
+        if terms is not None:
+            events.append(self._version(now, int(order["id"]), qty, terms))
+            events.append(
+                self._command(now, int(order["id"]), "New", terms.cl_ord_id, terms.is_automated)
+            )
+        return order, events
+
+    def _version(self, now: float, order_id: int, qty: int, terms: OrderTerms) -> Props:
+        fields: dict[str, Any] = {
+            "orderId": order_id,
+            "orderQty": qty,
+            "orderType": terms.order_type,
+        }
+        for key, value in (
+            ("price", terms.price),
+            ("stopPrice", terms.stop_price),
+            ("timeInForce", terms.time_in_force),
+            ("text", terms.text),
+        ):
+            if value is not None:
+                fields[key] = value
+        order = self._store["order"][order_id]
+        order.update(orderQty=qty, orderType=terms.order_type)
+        return Props(
+            "orderVersion", "Created", copy.deepcopy(self._new("orderVersion", now, **fields))
+        )
+
+    def _command(
+        self,
+        now: float,
+        order_id: int,
+        command_type: str,
+        cl_ord_id: str | None,
+        is_automated: bool | None,
+    ) -> Props:
+        fields: dict[str, Any] = {
+            "orderId": order_id,
+            "commandType": command_type,
+            "commandStatus": "RiskPassed",
+            "isAutomated": bool(is_automated),
+        }
+        if cl_ord_id is not None:
+            fields["clOrdId"] = cl_ord_id
+        return Props("command", "Created", copy.deepcopy(self._new("command", now, **fields)))
+
+    def _terms(self, order_id: int) -> Entity | None:
+        versions = [v for v in self._store["orderVersion"].values() if v["orderId"] == order_id]
+        return max(versions, key=lambda v: v["id"]) if versions else None
+
+    def _marketable(self, order: Entity) -> bool:
+        """Whether the market price already reached the order's (a ``Market`` order always)."""
+        if order["ordStatus"] != "Working":
+            return False
+        if order["orderType"] == "Market":
+            return True
+        version = self._terms(int(order["id"]))
+        if version is None:
+            return False
+        market = self._prices[int(order["contractId"])]
+        buy = order["action"] == "Buy"
+        stop = version.get("stopPrice")
+        if stop is not None and order["orderType"] in ("Stop", "StopLimit"):
+            if (market < stop) if buy else (market > stop):
+                return False  # not triggered
+            if order["orderType"] == "Stop":
+                return True
+        limit = version.get("price")
+        if limit is None or order["orderType"] not in ("Limit", "StopLimit", "MIT"):
+            return False
+        return bool(market <= limit if buy else market >= limit)
+
+    def _children(self, order_id: int) -> list[Entity]:
+        return [o for i, o in sorted(self._store["order"].items()) if o.get("parentId") == order_id]
+
+    def _cancel(self, now: float, order: Entity) -> list[Props]:
+        order.update(ordStatus="Canceled", timestamp=self._clock.iso(now))
+        return [Props("order", "Updated", copy.deepcopy(order))]
+
+    def _after_fill(self, now: float, order: Entity) -> list[Props]:
+        """Brackets waiting on a filled entry start working (and may fill at once); a filled
+        bracket cancels its pair."""
+        out: list[Props] = []
+        linked = order.get("linkedId")
+        if linked is not None:
+            other = self._store["order"].get(int(linked))
+            if other is not None and other["ordStatus"] in _LIVE_STATUSES:
+                out.extend(self._cancel(now, other))
+        for child in self._children(int(order["id"])):
+            if child["ordStatus"] != "Suspended":
+                continue
+            child.update(ordStatus="Working", timestamp=self._clock.iso(now))
+            out.append(Props("order", "Updated", copy.deepcopy(child)))
+        for child in self._children(int(order["id"])):
+            if self._marketable(child):
+                out.extend(self._fill(now, int(child["id"])))
+        return out
 
     def _random_mutation(self, now: float) -> list[Props]:
         for contract_id in sorted(self._prices):
@@ -339,6 +626,7 @@ class World:
             timestamp=self._clock.iso(now),
         )
         out.append(Props("cashBalance", "Updated", copy.deepcopy(balance)))
+        out.extend(self._after_fill(now, order))
         return out
 
     def _apply_to_position(
@@ -407,7 +695,8 @@ class World:
     def _new(self, entity_type: str, now: float, **fields: Any) -> Entity:
         # Each type's ids start at a seeded, realistic-looking base and then count up.
         if entity_type not in self._next_id:
-            self._next_id[entity_type] = self._rng.randrange(10_000, 90_000) * 1000
+            rng = self._detail_rng if entity_type in _ORDER_DETAIL_TYPES else self._rng
+            self._next_id[entity_type] = rng.randrange(10_000, 90_000) * 1000
         entity_id = self._next_id[entity_type]
         self._next_id[entity_type] = entity_id + 1
         entity: Entity = {"id": entity_id, "timestamp": self._clock.iso(now), **fields}
@@ -468,6 +757,7 @@ class World:
             for entity in (product, maturity, contract):
                 entity.pop("timestamp")
             self._prices[int(contract["id"])] = reference
+            self._reference[int(contract["id"])] = reference
             self._value_per_point[int(contract["id"])] = value
         for _ in range(accounts):
             account = self._new(

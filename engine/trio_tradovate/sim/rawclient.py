@@ -1,6 +1,6 @@
 """A deliberately tiny protocol-level websocket client for simulator tests (not the engine).
 
-It speaks the wire format of tradovate-protocol.md §2-§3 directly so that tests check the
+It speaks the wire format of docs/protocol.md §2-§3 directly so that tests check the
 simulator against the protocol reference, not against the engine's interpretation of it. It
 lives in the package (rather than under ``tests/``) so that mypy and every test directory can
 import it; it has no retry, reconnection or state logic on purpose.
@@ -8,6 +8,7 @@ import it; it has no retry, reconnection or state logic on purpose.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -24,7 +25,17 @@ from trio_websocket import (
 from ._simulator import Simulator
 from ._world import COLLECTIONS
 
-__all__ = ["RawClient", "State", "apply_events", "apply_snapshot", "open_raw", "open_raw_url"]
+__all__ = [
+    "MD_HOST",
+    "REPLAY_HOST",
+    "USER_HOST",
+    "RawClient",
+    "State",
+    "apply_events",
+    "apply_snapshot",
+    "open_raw",
+    "open_raw_url",
+]
 
 State = dict[tuple[str, int], dict[str, Any]]
 
@@ -74,6 +85,19 @@ class RawClient:
     async def authorize(self, token: str, rid: int = 0) -> dict[str, Any]:
         return await self.call("authorize", rid, "", token)
 
+    async def event(self, kind: str) -> dict[str, Any]:
+        """The next event of ``kind`` (``"md"``, ``"chart"``, ``"clock"``, ...), taken from
+        those already read (oldest first) or read now; other events stay in ``events``."""
+        while True:
+            for index, event in enumerate(self.events):
+                if event.get("e") == kind:
+                    return self.events.pop(index)
+            frame = await self.recv()
+            if frame.startswith("c"):
+                raise AssertionError(f"closed while waiting for a {kind} event: {frame}")
+            if frame.startswith("a"):
+                self.events.extend(m for m in orjson.loads(frame[1:]) if "e" in m)
+
     async def until_closed(self) -> list[str]:
         """Frames received until the server closes the websocket."""
         seen: list[str] = []
@@ -84,25 +108,46 @@ class RawClient:
                 return seen
 
 
+#: Hosts of the three sockets (docs/protocol.md §1); the simulator routes by host.
+USER_HOST = "demo.tradovateapi.com"
+MD_HOST = "md.tradovateapi.com"
+REPLAY_HOST = "replay.tradovateapi.com"
+
+
 @asynccontextmanager
-async def open_raw(sim: Simulator) -> AsyncIterator[RawClient]:
-    """One in-memory websocket to ``sim``; the ``o`` frame is consumed and checked."""
-    stream = await sim.connector()("demo.tradovateapi.com", 443, tls=True)
+async def open_raw(
+    sim: Simulator, host: str = USER_HOST, *, heartbeat: float | None = None
+) -> AsyncIterator[RawClient]:
+    """One in-memory websocket to ``sim``; the ``o`` frame is consumed and checked.
+
+    ``host`` picks the socket: :data:`USER_HOST` (default), :data:`MD_HOST` (market data)
+    or :data:`REPLAY_HOST`. With ``heartbeat`` the client sends ``[]`` every that many
+    seconds (§5), so the server's client-silence timeout never closes a long test."""
+    stream = await sim.connector()(host, 443, tls=True)
     async with trio.open_nursery() as nursery:
         # trio-websocket annotates SocketStream/SSLStream but works over any trio Stream
-        # (trio-stack-notes §4), including this in-memory one.
+        # (docs/protocol.md §15), including this in-memory one.
         ws = await wrap_client_stream(
-            nursery, cast(trio.SocketStream, stream), "demo.tradovateapi.com", "/v1/websocket"
+            nursery, cast(trio.SocketStream, stream), host, "/v1/websocket"
         )
         client = RawClient(ws)
         try:
             assert await client.recv() == "o"
+            if heartbeat is not None:
+                nursery.start_soon(_beat, ws, heartbeat)
             yield client
         finally:
             with trio.move_on_after(2):
                 await ws.aclose()
             await stream.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def _beat(ws: WebSocketConnection, interval: float) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await trio.sleep(interval)
+            await ws.send_message("[]")
 
 
 @asynccontextmanager
