@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -310,10 +311,6 @@ class SocketSupervisor:
         resource = url.path + (f"?{url.query}" if url.query else "")
         stream: trio.abc.Stream | None = None
         rejected: BaseException | None = None
-        # An error on its way out of the conversation (Ctrl-C raised inside a handler, a bug)
-        # must survive the cleanup below: a cancellation arriving during an unshielded close
-        # would replace it, and the run scope would then swallow that cancellation silently.
-        failing = False
         try:
             async with trio.open_nursery() as nursery:
                 try:
@@ -333,11 +330,8 @@ class SocketSupervisor:
                     return self._end(ConnectFailed(connect_fault(classify_connect_error(exc))))
                 try:
                     return await self._converse(nursery, link, token, ticket)
-                except BaseException as exc:
-                    failing = not isinstance(exc, trio.Cancelled)
-                    raise
                 finally:
-                    with trio.CancelScope(shield=failing):
+                    with trio.CancelScope(shield=_failing()):
                         await link.aclose()
                     nursery.cancel_scope.cancel()
         except* HANDSHAKE_ERRORS as group:
@@ -346,7 +340,7 @@ class SocketSupervisor:
             rejected = group.exceptions[0]
         finally:
             if stream is not None:
-                with trio.CancelScope(shield=failing):
+                with trio.CancelScope(shield=_failing()):
                     await trio.aclose_forcefully(stream)
         assert rejected is not None  # every other path returned inside the nursery
         return self._end(ConnectFailed(connect_fault(classify_connect_error(rejected))))
@@ -534,6 +528,22 @@ class SocketSupervisor:
         # a socket that is going away; RequestPipeline.connection_lost handles those in flight.
         with scope:
             await self._ctx.pipeline.run_sender(outbound, link.send)
+
+
+def _failing() -> bool:
+    """In a ``finally``: whether what is propagating is more than a cancellation.
+
+    Such an error (Ctrl-C raised inside a handler or a close, a bug) must survive the cleanup
+    awaited in the ``finally``: a cancellation arriving meanwhile would replace it, and the
+    socket's run scope would then swallow that cancellation, and the error with it. So the
+    cleanup is shielded then (each close is bounded by its own timeout).
+    """
+    exc = sys.exc_info()[1]
+    if exc is None:
+        return False
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[1] is not None
+    return not isinstance(exc, trio.Cancelled)
 
 
 def _read(

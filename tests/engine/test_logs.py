@@ -153,3 +153,50 @@ async def test_an_error_raised_while_a_socket_stops_is_not_lost(
     while isinstance(leaves[-1], BaseExceptionGroup):
         leaves = list(leaves[-1].exceptions)
     assert any(isinstance(leaf, _Boom) for leaf in leaves), caught
+
+
+class _ArmedStream(trio.abc.Stream):
+    """Delegates to a stream; once armed, every send raises ``_Boom``."""
+
+    def __init__(self, inner: trio.abc.Stream, armed: list[bool]) -> None:
+        self.inner = inner
+        self.armed = armed
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.armed:
+            raise _Boom
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_an_error_raised_while_closing_the_socket_is_not_lost(
+    sim: Simulator, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The same for an error raised by the close itself (the close frame's write): the
+    stream's forced close afterwards used to be cancelled and take the error's place."""
+    armed: list[bool] = []
+    inner = sim.connector()
+
+    async def connector(host: str, port: int, *, tls: bool) -> trio.abc.Stream:
+        return _ArmedStream(await inner(host, port, tls=tls), armed)
+
+    caught: list[BaseException] = []
+    try:
+        async with open_engine(config_for(sim, connector=connector)) as engine:
+            await engine.wait_for(State.LIVE)
+            armed.append(True)
+    except BaseException as exc:  # whatever shape, it must arrive
+        caught.append(exc)
+    assert caught
+    leaves = [caught[0]]
+    while isinstance(leaves[-1], BaseExceptionGroup):
+        leaves = list(leaves[-1].exceptions)
+    assert any(isinstance(leaf, _Boom) for leaf in leaves), caught
