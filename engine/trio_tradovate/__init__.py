@@ -11,7 +11,13 @@ is asked for. ``from trio_tradovate import open_engine`` works exactly as before
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
+
+# A library emits and leaves handling to the application: without this, Python's last-resort
+# handler would print the engine's warnings to stderr for an application that configured
+# nothing. No other package's logger is touched (see trio_tradovate/logs.py).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from .config import ENVIRONMENTS, BackoffPolicy, Credentials, EngineConfig, SyncOptions

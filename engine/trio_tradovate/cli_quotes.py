@@ -10,18 +10,18 @@ separately; ``cli.py`` only registers the command.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import fields, is_dataclass, replace
+from functools import partial
 from typing import Any, TextIO
 
 import orjson
 import trio
 
-from .config import ENVIRONMENTS, EngineConfig
+from .config import EngineConfig
 from .engine import open_engine
 from .errors import EngineStopped, SubscriptionRefused
 from .marketdata import Bar, Dom, Quote
@@ -30,17 +30,20 @@ from .statechart import State
 from .subscriptions import ChartSpec, EndOfHistory, Update
 
 
-def add_arguments(commands: Any) -> None:
-    """Register the ``quotes`` subcommand on ``commands`` (an argparse subparsers object)."""
-    quotes = commands.add_parser(
-        "quotes", help="print market data as JSON lines (quotes, --dom, --chart)"
-    )
+def add_arguments(quotes: argparse.ArgumentParser) -> None:
+    """The ``quotes`` command's own arguments (``cli.py`` adds the connection and logging
+    flags every command shares)."""
     quotes.add_argument("symbols", nargs="*", metavar="SYMBOL", help="quotes of these contracts")
-    quotes.add_argument("--dom", action="append", default=[], metavar="SYMBOL")
-    quotes.add_argument("--chart", action="append", default=[], metavar="SYMBOL")
-    quotes.add_argument("--env", choices=sorted(ENVIRONMENTS), default="demo")
-    quotes.add_argument("--rest-url", help="REST base, e.g. http://127.0.0.1:8000/v1")
-    quotes.add_argument("--ws-url", help="user websocket URL (default: derived from the REST base)")
+    quotes.add_argument(
+        "--dom", action="append", default=[], metavar="SYMBOL", help="DOM of SYMBOL (repeatable)"
+    )
+    quotes.add_argument(
+        "--chart",
+        action="append",
+        default=[],
+        metavar="SYMBOL",
+        help="minute bars of SYMBOL (repeatable)",
+    )
     quotes.add_argument("--md-url", help="market-data websocket URL (default: Tradovate's)")
 
 
@@ -194,19 +197,22 @@ async def run_quotes(
     return 0
 
 
-def main(args: argparse.Namespace, out: TextIO) -> int:
-    """Run ``quotes`` for parsed ``args`` (configuration errors propagate as ``ConfigError``)."""
+def quotes_body(
+    args: argparse.Namespace, env: Mapping[str, str], out: TextIO
+) -> Callable[[], Awaitable[int]]:
+    """What ``quotes`` runs for parsed ``args``, checked now: a configuration error is raised
+    here (``ConfigError``, one line and exit 2), before anything connects. The command line
+    runs it under ``cli.until_stopped`` (a signal stops it with exit 0)."""
     from .cli import config_from_env
     from .errors import ConfigError
 
     if not (args.symbols or args.dom or args.chart):
         raise ConfigError("name at least one SYMBOL, --dom SYMBOL or --chart SYMBOL")
-    config = config_from_env(args, os.environ)
+    config = config_from_env(args, env)
     if args.md_url:
         config = replace(config, md_url=args.md_url)
-    with suppress(KeyboardInterrupt):
-        return trio.run(run_quotes, config, args.symbols, args.dom, args.chart, out)
-    return 0
+    # the signals are cli.until_stopped's: it cancels the run, which leaves like any exit
+    return partial(run_quotes, config, args.symbols, args.dom, args.chart, out, stop_signals=())
 
 
 class QuoteBoard:
@@ -229,4 +235,4 @@ class QuoteBoard:
         return "".join(text)
 
 
-__all__ = ["QuoteBoard", "add_arguments", "main", "run_quotes", "update_line"]
+__all__ = ["QuoteBoard", "add_arguments", "quotes_body", "run_quotes", "update_line"]

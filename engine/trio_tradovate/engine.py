@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 import httpx
@@ -41,6 +42,7 @@ from .config import EngineConfig
 from .delivery import ChangeHub, ChangeStream
 from .errors import ConfigError, EngineStopped, TradovateError
 from .feed import DISCARD, FillLedger
+from .health import RECENT_TRANSITIONS, EngineSnapshot, Freshness, SocketSnapshot, time_in_state
 from .mdsocket import MarketDataFeed, market_data_socket
 from .orders import Orders
 from .penalty import PenaltyRegion
@@ -211,6 +213,9 @@ class Engine:
             md_socket, self.market_data = market_data_socket(context, len(self.shards))
             self.sockets = (*self.shards, md_socket)
         self._penalty.load()
+        #: Where feeds report data arriving, for :attr:`EngineSnapshot.staleness`.
+        self.freshness = Freshness()
+        self._opened_at = trio.current_time()
 
     # ----------------------------------------------------------------- public, read-only view
 
@@ -414,6 +419,55 @@ class Engine:
     def _close(self) -> None:
         for shard in self.sockets:
             shard.close("application closed the engine")
+
+    def snapshot_metrics(self) -> EngineSnapshot:
+        """Everything metrics, health checks and the console show, at this instant (see
+        :mod:`trio_tradovate.health` and ``docs/operations.md``). Cheap: no I/O."""
+        now = trio.current_time()
+        records = self._records  # read in place: a copy of up to transition_log_size is waste
+        sockets = tuple(
+            SocketSnapshot(
+                index=shard.index,
+                state=shard.state,
+                node=shard.node.value,
+                generation=shard.generation,
+                time_in_state=time_in_state(records, shard.index, now, self._opened_at),
+                failed_attempts=shard.failed_attempts,
+                last_frame_age=None if shard.last_frame_at is None else now - shard.last_frame_at,
+                stop_reason=shard.stop_reason,
+            )
+            for shard in self.shards
+        )
+        staleness = {
+            f"socket:{s.index}": s.last_frame_age for s in sockets if s.last_frame_age is not None
+        }
+        staleness.update(self.freshness.ages(now))
+        token = self.token_status
+        wall = self.config.wall_clock()
+        penalty = self._scheduler.penalty
+        locked = self._scheduler.locked_out(now)
+        return EngineSnapshot(
+            taken_at=now,
+            wall_time=wall.isoformat(),
+            state=self.state,
+            sockets=sockets,
+            counters=dict(self.counters),
+            delivery=self.delivery,
+            queued_requests=len(self._scheduler),
+            locked_out=locked,
+            lockout_seconds_left=max(0.0, penalty.lockout_until - now) if locked else 0.0,
+            token_renewals=token.renewals,
+            token_logins=token.logins,
+            token_seconds_left=(
+                None if token.expires_at is None else (token.expires_at - wall).total_seconds()
+            ),
+            staleness=staleness,
+            recent=tuple(islice(reversed(records), RECENT_TRANSITIONS))[::-1],
+            stop_reason=self.stop_reason,
+            pause_seconds_left=max(0.0, penalty.paused_until - now),
+            penalties=penalty.penalties,
+            lockouts=penalty.lockouts,
+        )
 
     @property
     def delivery(self) -> dict[str, int]:

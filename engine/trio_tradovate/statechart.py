@@ -1171,6 +1171,13 @@ class Statechart(Generic[N, T]):
                     trigger,
                     self.node.value,
                     reason,
+                    extra={
+                        "socket": self._shard,
+                        "generation": generation,
+                        "state": _as_state(self.node).value
+                        if isinstance(self.node, Node)
+                        else self.node.value,
+                    },
                 )
             return Fired(first, None)
         for rule in rules:
@@ -1224,7 +1231,12 @@ class Statechart(Generic[N, T]):
             record.trigger,
             record.generation,
             record.reason,
-            extra={"transition": record.as_dict()},
+            extra={
+                "socket": record.shard,
+                "generation": record.generation,
+                "state": record.dest.value,
+                "transition": record.as_dict(),
+            },
         )
         if self._on_record is not None:
             self._on_record(record)

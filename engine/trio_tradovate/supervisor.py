@@ -33,6 +33,7 @@ import itertools
 import logging
 import math
 import random
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -282,6 +283,8 @@ class SocketSupervisor:
         self.stop_error: TradovateError | None = None
         self._session: Session | None = None
         self._waiting: trio.CancelScope | None = None
+        #: Trio time this socket last read frames (``None`` until it does): staleness.
+        self.last_frame_at: float | None = None
 
     # ----------------------------------------------------------------- read-only view
 
@@ -336,6 +339,15 @@ class SocketSupervisor:
                 self.stop_error = None
                 self._fire(Trigger.CLOSE, self._close_reason)
 
+    def _log_fields(self, fault_kind: str | None = None) -> dict[str, object]:
+        """The structured fields of this socket's log records (see ``logs.py``)."""
+        return {
+            "socket": self.index,
+            "generation": self._generation,
+            "state": self.state.value,
+            "fault_kind": fault_kind,
+        }
+
     def _count(self, name: str) -> None:
         self._ctx.counters[name] += 1
 
@@ -362,6 +374,7 @@ class SocketSupervisor:
                 delay,
                 self._policy.failed_attempts,
                 why,
+                extra=self._log_fields(fault.kind),
             )
             # Measured from when the fault was known, not from when cleanup finished.
             await trio.sleep_until(ended_at + delay)
@@ -383,7 +396,12 @@ class SocketSupervisor:
         if fired.action is Action.REJECT_TOKEN and token is not None:
             self._ctx.tokens.reject(token)
         if self._chart.node.state is State.STOPPED:
-            logger.error("%s; the socket stops (%s)", fault.describe(), fired.rule.doc)
+            logger.error(
+                "%s; the socket stops (%s)",
+                fault.describe(),
+                fired.rule.doc,
+                extra=self._log_fields(fault.kind),
+            )
         return fault, now
 
     def _note_fault(self, event: Ending) -> Fault:
@@ -435,7 +453,8 @@ class SocketSupervisor:
                 try:
                     return await self._converse(nursery, link, token)
                 finally:
-                    await link.aclose()
+                    with trio.CancelScope(shield=_failing()):
+                        await link.aclose()
                     nursery.cancel_scope.cancel()
         except* HANDSHAKE_ERRORS as group:
             # trio-websocket raises a rejected upgrade (HTTP 404, 401, ...) from its own reader
@@ -443,7 +462,8 @@ class SocketSupervisor:
             rejected = group.exceptions[0]
         finally:
             if stream is not None:
-                await trio.aclose_forcefully(stream)
+                with trio.CancelScope(shield=_failing()):
+                    await trio.aclose_forcefully(stream)
         assert rejected is not None  # every other path returned inside the nursery
         return self._end(ConnectFailed(connect_fault(classify_connect_error(rejected))))
 
@@ -509,7 +529,7 @@ class SocketSupervisor:
                             assert result is not None  # a closed socket always ends it
                             return result
                         counters["frames_received"] += len(messages)
-                        now = trio.current_time()
+                        now = self.last_frame_at = trio.current_time()
                         with ctx.collector.around(messages):  # parsed and applied in it
                             events, index = session.receive_batch(messages, now)
                             if index == len(messages):  # one batch, as a streaming read is
@@ -557,7 +577,12 @@ class SocketSupervisor:
             session.entered(chart.node, trio.current_time())
         if action is None:
             if isinstance(event, Unrequested):
-                logger.warning("%s (id %d) ignored", event.why, event.response.request_id)
+                logger.warning(
+                    "%s (id %d) ignored",
+                    event.why,
+                    event.response.request_id,
+                    extra=self._log_fields(),
+                )
             return []
         ctx = self._ctx
         if action is Action.COUNT_HEARTBEAT:
@@ -593,6 +618,22 @@ class SocketSupervisor:
         # a socket that is going away; RequestPipeline.connection_lost handles those in flight.
         with scope:
             await self._ctx.pipeline.run_sender(outbound, link.send)
+
+
+def _failing() -> bool:
+    """In a ``finally``: whether what is propagating is more than a cancellation.
+
+    Such an error (Ctrl-C raised inside a handler or a close, a bug) must survive the cleanup
+    awaited in the ``finally``: a cancellation arriving meanwhile would replace it, and the
+    socket's run scope would then swallow that cancellation, and the error with it. So the
+    cleanup is shielded then (each close is bounded by its own timeout).
+    """
+    exc = sys.exc_info()[1]
+    if exc is None:
+        return False
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[1] is not None
+    return not isinstance(exc, trio.Cancelled)
 
 
 def _read(

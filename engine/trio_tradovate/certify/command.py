@@ -40,15 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--only", help="comma-separated scenario ids (see --list); the others are not run"
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    from ..cli import positive_seconds, seconds_or_zero
+
     parser.add_argument(
         "--duration",
-        type=float,
+        type=positive_seconds,
         default=30.0,
         help="observation window of a real target, seconds (30); the simulator's are virtual",
     )
     parser.add_argument(
         "--delay",
-        type=float,
+        type=seconds_or_zero,
         default=0.4,
         help="one-way latency the network_delay scenario injects, seconds (0.4)",
     )
@@ -133,6 +135,10 @@ def main(args: argparse.Namespace, out: TextIO, env: Mapping[str, str] | None = 
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     target = target_from(args, os.environ if env is None else env)
+    try:  # before the run, not after it: a pack that cannot be written is a usage error
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {args.out}: {exc.strerror or exc}") from None
     options = Options(target, args.seed, only, tuple(args.overrides), args.delay)
     # The scenarios provoke faults on purpose; the engine's warnings about them go to the
     # pack's engine.log, and to the console only with --verbose.

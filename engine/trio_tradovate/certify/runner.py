@@ -255,7 +255,10 @@ def _run_main(main: Any, virtual: bool, found: ScenarioRun, redactor: Redactor) 
             clock = trio.testing.MockClock(autojump_threshold=0) if virtual else None
             trio.run(main, clock=clock)
         except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt):
+            interrupted = isinstance(exc, KeyboardInterrupt) or (
+                isinstance(exc, BaseExceptionGroup) and exc.subgroup(KeyboardInterrupt) is not None
+            )
+            if interrupted:  # Ctrl-C or SIGTERM: the whole run stops (the CLI exits 0)
                 raise
             found.error = redactor.scrub(_describe(exc))
 
