@@ -458,6 +458,25 @@ def config_from_env(args: argparse.Namespace, env: Mapping[str, str]) -> EngineC
     )
 
 
+async def wait_for_stop(stop_signals: Sequence[int]) -> None:
+    """Until one of ``stop_signals`` arrives; with none, until cancelled (the command's
+    nursery is cancelled when the engine stops by policy)."""
+    if stop_signals:
+        with trio.open_signal_receiver(*stop_signals) as signals:
+            async for _ in signals:
+                return
+    await trio.sleep_forever()
+
+
+def stopped_status(engine: Engine, err: TextIO) -> int:
+    """A long-running command's exit status once its engine is closed: 1 with one line on
+    ``err`` when the engine stopped by policy, else 0 (a signal or the caller stopped it)."""
+    if engine.stop_error is not None:
+        err.write(f"trio-tradovate: the engine stopped: {engine.stop_reason}\n")
+        return 1
+    return 0
+
+
 def _json_line(kind: str, payload: dict[str, Any]) -> str:
     return orjson.dumps({"type": kind, **payload}).decode() + "\n"
 
@@ -556,16 +575,8 @@ async def run_stream(
             nursery.start_soon(_live_view, engine, "trio-tradovate stream")
         elif status_every > 0:
             nursery.start_soon(_status_lines, engine, err, status_every)
-        if stop_signals:
-            with trio.open_signal_receiver(*stop_signals) as signals:
-                async for _ in signals:
-                    break
-        else:
-            await trio.sleep_forever()
-    if engine.stop_error is not None:
-        err.write(f"trio-tradovate: the engine stopped: {engine.stop_reason}\n")
-        return 1
-    return 0
+        await wait_for_stop(stop_signals)
+    return stopped_status(engine, err)
 
 
 # ---------------------------------------------------------------------------------------- sim

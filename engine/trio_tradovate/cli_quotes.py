@@ -138,6 +138,8 @@ async def run_quotes(
     ``until(lines)`` (tests) stops after a number of update lines. When ``out`` is a terminal
     the updates are shown as a live table (one row per subscription) instead of JSON lines.
     """
+    from .cli import stopped_status, wait_for_stop
+
     printed = 0
     table = out.isatty()
     rows: dict[Any, str] = {}
@@ -185,16 +187,8 @@ async def run_quotes(
         for subscription in subs:
             nursery.start_soon(print_updates, subscription)
         nursery.start_soon(stop_with_the_engine)
-        if stop_signals:
-            with trio.open_signal_receiver(*stop_signals) as signals:
-                async for _ in signals:
-                    break
-        else:
-            await trio.sleep_forever()
-    if engine.stop_error is not None:
-        err.write(f"trio-tradovate: the engine stopped: {engine.stop_reason}\n")
-        return 1
-    return 0
+        await wait_for_stop(stop_signals)
+    return stopped_status(engine, err)
 
 
 def quotes_body(

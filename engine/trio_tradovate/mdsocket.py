@@ -362,12 +362,7 @@ class MdConversation:
         self._ctx = context
         self.feed = feed
         config = context.config
-        self._limits = Limits(
-            connect=config.connect_timeout,
-            authorize=config.auth_timeout,
-            sync=config.sync_timeout,
-            silence=config.server_silence_timeout,
-        )
+        self._limits = Limits.of(config)
 
     @property
     def url(self) -> str:

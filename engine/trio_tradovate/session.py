@@ -36,7 +36,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import (
     AuthenticationError,
@@ -74,6 +74,9 @@ from .protocol import (
 )
 from .scheduler import PENALTY_MARGIN, server_ticket, server_wait
 from .statechart import MdNode, Node, State, Trigger
+
+if TYPE_CHECKING:
+    from .config import EngineConfig
 
 logger = logging.getLogger("trio_tradovate.session")
 
@@ -366,6 +369,18 @@ class Limits:
     sync: float
     silence: float
     split_quiet: float = 0.5
+
+    @classmethod
+    def of(cls, config: EngineConfig, *, split_quiet: float = 0.5) -> Limits:
+        """The limits ``config`` sets, alike for every kind of socket (only the user sync
+        has a split-snapshot quiet period)."""
+        return cls(
+            connect=config.connect_timeout,
+            authorize=config.auth_timeout,
+            sync=config.sync_timeout,
+            silence=config.server_silence_timeout,
+            split_quiet=split_quiet,
+        )
 
 
 class Session:

@@ -181,13 +181,7 @@ class SyncConversation:
         self._index = index
         self._sync = sync
         config = context.config
-        self._limits = Limits(
-            connect=config.connect_timeout,
-            authorize=config.auth_timeout,
-            sync=config.sync_timeout,
-            silence=config.server_silence_timeout,
-            split_quiet=sync.split_quiet,
-        )
+        self._limits = Limits.of(config, split_quiet=sync.split_quiet)
         #: The p-ticket the next syncrequest presents (a penalised sync's, docs/protocol.md §8).
         self.ticket: str | None = None
 
