@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .config import ENVIRONMENTS, BackoffPolicy, Credentials, EngineConfig, SyncOptions
     from .delivery import ChangeStream
+    from .endpoints import Endpoints, UserInfo
     from .engine import Engine, open_engine
     from .errors import (
         AuthenticationError,
@@ -74,6 +75,7 @@ _SOURCES: dict[str, str] = {
     "Credentials": "config",
     "DNSError": "errors",
     "ENVIRONMENTS": "config",
+    "Endpoints": "endpoints",
     "Engine": "engine",
     "EngineConfig": "config",
     "EngineStopped": "errors",
@@ -110,6 +112,7 @@ _SOURCES: dict[str, str] = {
     "Timeout": "errors",
     "TradovateError": "errors",
     "TransitionRecord": "statechart",
+    "UserInfo": "endpoints",
     "Window": "scheduler",
     "open_engine": "engine",
 }
@@ -134,6 +137,7 @@ __all__ = [
     "Connector",
     "Credentials",
     "DNSError",
+    "Endpoints",
     "Engine",
     "EngineConfig",
     "EngineStopped",
@@ -168,6 +172,7 @@ __all__ = [
     "Timeout",
     "TradovateError",
     "TransitionRecord",
+    "UserInfo",
     "Window",
     "open_engine",
 ]
