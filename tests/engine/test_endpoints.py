@@ -148,6 +148,18 @@ async def test_the_requests_share_the_engines_queue_and_penalties(
     assert sent(sim, "contract/find") == ["name=MESZ6", "name=MESZ6"]
 
 
+async def test_a_lookup_whose_socket_dies_is_resent_on_the_next_one(
+    sim: Simulator, engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Read-only, so Engine.request resends it after the reconnect: one call, one answer."""
+    generation = engine.generation
+    sim.drop_on_request("contract/find", processed=False)
+    contract = await engine.api.contract_find("NQZ6", timeout=60)
+    assert (contract.name, contract.id) == ("NQZ6", sim.contract_id("NQZ6"))
+    assert engine.generation > generation  # it really went through a new connection
+    assert sent(sim, "contract/find") == ["name=NQZ6"]  # the first never reached the server
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
