@@ -22,6 +22,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 if TYPE_CHECKING:
     from .config import ENVIRONMENTS, BackoffPolicy, Credentials, EngineConfig, SyncOptions
     from .delivery import ChangeStream
+    from .endpoints import Endpoints, UserInfo
     from .engine import Engine, open_engine
     from .errors import (
         AuthenticationError,
@@ -80,6 +81,7 @@ _SOURCES: dict[str, str] = {
     "Credentials": "config",
     "DNSError": "errors",
     "ENVIRONMENTS": "config",
+    "Endpoints": "endpoints",
     "Engine": "engine",
     "EngineConfig": "config",
     "EngineStopped": "errors",
@@ -116,6 +118,7 @@ _SOURCES: dict[str, str] = {
     "Timeout": "errors",
     "TradovateError": "errors",
     "TransitionRecord": "statechart",
+    "UserInfo": "endpoints",
     "Window": "scheduler",
     "open_engine": "engine",
 }
@@ -140,6 +143,7 @@ __all__ = [
     "Connector",
     "Credentials",
     "DNSError",
+    "Endpoints",
     "Engine",
     "EngineConfig",
     "EngineStopped",
@@ -174,6 +178,7 @@ __all__ = [
     "Timeout",
     "TradovateError",
     "TransitionRecord",
+    "UserInfo",
     "Window",
     "open_engine",
 ]

@@ -40,6 +40,7 @@ from . import auth
 from .collector import CollectorDiscipline
 from .config import EngineConfig
 from .delivery import ChangeHub, ChangeStream
+from .endpoints import Endpoints
 from .errors import ConfigError, EngineStopped, TradovateError
 from .feed import DISCARD, FillLedger
 from .health import RECENT_TRANSITIONS, EngineSnapshot, Freshness, SocketSnapshot, time_in_state
@@ -133,6 +134,8 @@ class Engine:
         self.views = StoreViews(self.store)
         #: Typed orders: place, modify, cancel, liquidate; handles that follow the store.
         self.orders = Orders(self)
+        #: Typed read-only requests (``account_list()``, ``contract_find("ESZ6")``, ...).
+        self.api = Endpoints(self)
         #: Counts of what happened: frames, malformed input, faults by kind, reconnects.
         self.counters: Counter[str] = Counter()
         self._keeper = auth.TokenKeeper(
