@@ -204,7 +204,9 @@ class RequestTimeout(Timeout):
 
 
 class RequestError(TradovateError):
-    """The server answered a request with status >= 400; ``text`` is its error text."""
+    """The server refused a request: with status >= 400, or (for the typed read endpoints
+    of ``engine.api``) with an ``errorText`` inside a 200 answer, ``status`` then 200.
+    ``text`` is its error text."""
 
     def __init__(self, endpoint: str, status: int, text: str) -> None:
         super().__init__(f"{endpoint} failed with status {status}: {excerpt(text)}")
