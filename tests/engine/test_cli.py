@@ -290,7 +290,12 @@ def _read_until(stream: object, needle: str) -> list[str]:
 
 def _stopped_cleanly(child: subprocess.Popen[str], signum: int) -> tuple[str, str]:
     child.send_signal(signum)
-    out, err = child.communicate(timeout=60)
+    try:
+        out, err = child.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        child.kill()  # and close its pipes: a child left behind would fail later tests
+        out, err = child.communicate()
+        pytest.fail(f"still running 60 s after signal {signum}; its stderr ends: {err[-2000:]}")
     assert child.returncode == 0, err
     assert "Traceback" not in err
     assert "ExceptionGroup" not in err

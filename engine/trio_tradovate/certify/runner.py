@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,6 +193,28 @@ def _run_one(
 
     async def main() -> None:
         _seed_scheduler(seed)
+        # Ctrl-C and SIGTERM reach the run through a receiver, not as a KeyboardInterrupt
+        # raised wherever the run happens to be: one raised inside a library's own
+        # ``except BaseException`` (``transitions`` has some) could be swallowed, and the run
+        # would go on. The signal cancels the scenario, which closes like any other exit;
+        # then the interrupt is raised here, between two scenarios' runs.
+        interrupted: list[int] = []
+        with _stop_signals() as signals, trio.CancelScope() as stoppable:
+
+            async def watch() -> None:
+                async for signum in signals:
+                    interrupted.append(signum)
+                    stoppable.cancel()
+                    return
+
+            async with trio.open_nursery() as watcher:
+                watcher.start_soon(watch)
+                await _scenario()
+                watcher.cancel_scope.cancel()
+        if interrupted:
+            raise KeyboardInterrupt
+
+    async def _scenario() -> None:
         async with trio.open_nursery() as nursery:
             ctx = Context(
                 scenario.id,
@@ -227,6 +252,21 @@ def _run_one(
         library.removeHandler(collector)
     found.wall_seconds = time.perf_counter() - began
     return _collect(found, holder, scenario)
+
+
+def _stop_signals() -> Any:
+    """A receiver of SIGINT and SIGTERM for one scenario's run, where signals can be received
+    (the main thread); elsewhere a context that receives nothing."""
+    if threading.current_thread() is threading.main_thread():
+        return trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+    return _no_signals()
+
+
+@contextmanager
+def _no_signals() -> Iterator[AsyncIterator[int]]:
+    send, receive = trio.open_memory_channel[int](0)
+    with send, receive:  # nothing is ever sent
+        yield receive
 
 
 class _LogCollector(logging.Handler):
