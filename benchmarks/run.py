@@ -41,12 +41,13 @@ ROUNDS = 5
 N = 60_000
 #: (events per second, seconds); the first half second of each is warm-up, not counted.
 RATES = ((1000, 3.0), (5000, 2.5), (10000, 2.0))
-#: The rate the latency target is judged at, and how many rounds of it each client runs (the
-#: first is part of the run over every rate): the target is judged on the median of each
-#: percentile over the rounds, so one scheduling hiccup of this shared machine in one round,
-#: which decides a p99.9 of 10,000 samples, does not decide the verdict.
+#: The rate the latency target is judged at, and how many rounds of it the engine on the
+#: default layer and its raw client each run (the first is part of the run over every rate):
+#: the target is judged on the median of each percentile over the rounds, so one scheduling
+#: hiccup of this shared machine in one round, which decides a p99 or p99.9 of 10,000 samples,
+#: does not decide the verdict.
 JUDGED_RATE = 5000
-LATENCY_ROUNDS = 3
+LATENCY_ROUNDS = 5
 SNAPSHOT_BYTES = 10 * 2**20
 SNAPSHOT_ROUNDS = 2
 DROPS = 20
@@ -65,6 +66,10 @@ RAW_LABELS = {
 SAME_LAYER = {"trio-websocket": "raw-tws", "websockets": "raw-sansio"}
 
 Row = dict[str, str]
+
+#: The target column of a layer other than the default: issue 9's ratios are judged on the
+#: layer the engine runs on unless told otherwise (benchmarks/README.md says why).
+NOT_JUDGED = "not judged (not the default layer)"
 
 
 class Bench:
@@ -98,6 +103,16 @@ class Bench:
 
 
 # --- which websocket layers the engine offers ---------------------------------------------------
+
+
+def default_layer() -> str:
+    """The label of the layer an ``EngineConfig()`` runs on: the one issue 9's targets are
+    judged on (the others are shown, with their ratios, for orientation)."""
+    from trio_tradovate import EngineConfig
+
+    field = EngineConfig.__dataclass_fields__.get("websocket_layer")
+    name = field.default if field is not None else "trio-websocket"
+    return "websockets" if "websockets" in str(name) and "trio" not in str(name) else str(name)
 
 
 def engine_layers() -> list[tuple[str, str | None]]:
@@ -253,6 +268,7 @@ def measure(bench: Bench) -> dict[str, Any]:
             "n": N,
             "rounds": ROUNDS,
             "layers": [label for label, _ in layers],
+            "default_layer": default_layer(),
         }
     }
     bench.log("micro-benchmark (no I/O)")
@@ -299,6 +315,8 @@ def measure(bench: Bench) -> dict[str, Any]:
     judged = [list(r) for r in RATES if r[0] == JUDGED_RATE]
     for _ in range(LATENCY_ROUNDS - 1):
         for label, name in layers:
+            if label != report["meta"]["default_layer"]:
+                continue  # shown from its one round, not judged
             raw = SAME_LAYER.get(label, "raw-tws")
             for who, spec in (
                 (RAW_LABELS[raw], {"client": raw}),
@@ -379,8 +397,10 @@ def table(report: dict[str, Any]) -> list[Row]:
         value = rate_of(label)
         rows.append(row(f"throughput: {label}", f"{value:,.0f} ev/s" if value else "error"))
     naive = rate_of(RAW_LABELS["asyncio"])
+    default = report["meta"].get("default_layer")
     for layer in report["meta"]["layers"]:
         who = f"engine on {layer}"
+        judged = layer == default or default is None
         engine = rate_of(who)
         raw_label = RAW_LABELS[SAME_LAYER.get(layer, "raw-tws")]
         raw = rate_of(raw_label)
@@ -395,8 +415,8 @@ def table(report: dict[str, Any]) -> list[Row]:
                     measured,
                     f"{raw_label}: {raw:,.0f}",
                     f"{engine / raw:.2f}x",
-                    ">= 0.8x",
-                    verdict(engine / raw >= 0.8),
+                    ">= 0.8x" if judged else NOT_JUDGED,
+                    verdict(engine / raw >= 0.8) if judged else "",
                 )
             )
         if naive:
@@ -406,8 +426,8 @@ def table(report: dict[str, Any]) -> list[Row]:
                     measured,
                     f"naive asyncio: {naive:,.0f}",
                     f"{engine / naive:.2f}x",
-                    ">= 1.5x",
-                    verdict(engine / naive >= 1.5),
+                    ">= 1.5x" if judged else NOT_JUDGED,
+                    verdict(engine / naive >= 1.5) if judged else "",
                 )
             )
         stats = tput[who]
@@ -435,12 +455,14 @@ def table(report: dict[str, Any]) -> list[Row]:
                 rows.append(row(f"latency @ {rate:,}/s p50/p99/p99.9: {who}", "error"))
                 continue
             rounds_note = ""
-            if rate == JUDGED_RATE:
+            judged = rate == JUDGED_RATE and layer == report["meta"].get("default_layer", layer)
+            if judged:
                 e, r = judged_medians(engine), judged_medians(raw)
                 rounds_note = f"; median of {e['rounds']:.0f} rounds"
             ratios = " / ".join(f"{e[k] / r[k]:.1f}" for k in ("p50_ms", "p99_ms", "p999_ms")) + "x"
-            target = result = ""
-            if rate == 5000:
+            target = NOT_JUDGED if rate == JUDGED_RATE and not judged else ""
+            result = ""
+            if judged:
                 target = "p99 <= 1 ms, p99.9 <= 2 ms, each <= 2x raw"
                 ok = (
                     e["p99_ms"] <= 1.0

@@ -142,7 +142,9 @@ async def run_quotes(
 
     printed = 0
     table = out.isatty()
-    rows: dict[Any, str] = {}
+    #: The live table's rows, per subscription in the order asked (not in the order their
+    #: first values happen to arrive), then by key.
+    rows: list[dict[Any, str]] = []
     drawn_at = -REDRAW
     config = replace(config, market_data=True, user_sync=False)
     async with trio.open_nursery() as nursery, open_engine(config) as engine:
@@ -158,17 +160,18 @@ async def run_quotes(
                     out.write(orjson.dumps(line).decode() + "\n")
                     out.flush()
 
-        async def print_updates(subscription: Subscription) -> None:
+        async def print_updates(subscription: Subscription, mine: dict[Any, str]) -> None:
             nonlocal printed
             try:
                 async for update in subscription:
                     nonlocal drawn_at
                     printed += 1
                     if table:
-                        rows[update.key] = summary(update)
+                        mine[update.key] = summary(update)
                         if trio.current_time() - drawn_at >= REDRAW:
                             drawn_at = trio.current_time()
-                            out.write("\x1b[H\x1b[2J" + "\n".join(rows.values()) + "\n")
+                            lines = [line for own in rows for line in own.values()]
+                            out.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
                             out.flush()
                     else:
                         out.write(update_line(update))
@@ -185,7 +188,8 @@ async def run_quotes(
 
         nursery.start_soon(print_transitions)
         for subscription in subs:
-            nursery.start_soon(print_updates, subscription)
+            rows.append({})
+            nursery.start_soon(print_updates, subscription, rows[-1])
         nursery.start_soon(stop_with_the_engine)
         await wait_for_stop(stop_signals)
     return stopped_status(engine, err)

@@ -334,13 +334,22 @@ class SansIOWebSocketLink:
             if self._ended:
                 with map_exceptions():  # websockets ConnectionClosed -> ClosedByServer
                     raise self._closed_error()
+            # The schedule point of a read comes before it, after the caller has handled the
+            # previous batch, not between the read and the return: there it cost every
+            # message of a read arriving on a quiet socket one more scheduler pass before it
+            # reached the consumer, with the consumer's turn only after the next read
+            # (benchmarks/README.md, latency). The read itself is one more point, so a busy
+            # stream gives the consumer a turn between two reads as before.
+            await trio.lowlevel.checkpoint()
             try:
                 data = await self._stream.receive_some(self._receive_size)
             except _STREAM_GONE:
                 data = b""
             self._feed(data)
-            with suppress(*_STREAM_GONE):
-                await self._flush()
+            answers = self._ws.data_to_send()  # a pong, a close echo: rarely anything
+            if answers:
+                with suppress(*_STREAM_GONE):
+                    await self._write(answers)
         ready, self._ready = self._ready, []
         return ready
 
@@ -428,12 +437,12 @@ class SansIOWebSocketLink:
         supports it, otherwise left to the owner's close. A write that fails or cannot finish
         marks the output broken (a partial frame may be on the wire) and raises.
         """
-        chunks = self._ws.data_to_send()
+        await self._write(self._ws.data_to_send())
+
+    async def _write(self, chunks: list[bytes]) -> None:
+        """Write ``chunks`` (taken from the protocol, in order) as :meth:`_flush` says; no
+        schedule point when there are none."""
         if not chunks:
-            # Nothing queued (every read of a busy stream): one schedule point, as taking
-            # the lock would have been, without the lock's bookkeeping. The point stays:
-            # it gives the consumer its turn between two reads (benchmarks/README.md).
-            await trio.lowlevel.checkpoint()
             return
         # Taken out of the protocol before the lock: the lock is fair (first come, first
         # served), so frames still go out in the order the protocol queued them.

@@ -86,7 +86,6 @@ class StoreWriter:
             self._feed.extend(changes)
             self._wake()
             self._on_write()
-        self._on_write()
 
     def late_part(self, part: Mapping[str, Any], *, generation: int, owner: int) -> None:
         """A split-snapshot part after the quiet period: upsert what it holds (its entities

@@ -490,13 +490,22 @@ class ScriptedServer:
     """The engine's connector: connection ``n`` is played by ``scripts[n]`` (the last one
     for every later attempt)."""
 
-    def __init__(self, nursery: trio.Nursery, *scripts: Script) -> None:
+    def __init__(self, nursery: trio.Nursery, *scripts: Script, sockets: bool = False) -> None:
         self.nursery = nursery
         self.scripts = scripts
         self.peers: list[Peer] = []
+        #: A connected pair of real sockets per connection instead of memory streams (whose
+        #: own hand-offs are scheduler passes a socket does not have).
+        self.sockets = sockets
 
     async def connect(self, host: str, port: int, *, tls: bool) -> trio.abc.Stream:
-        client, server = trio.testing.memory_stream_pair()
+        client: trio.abc.Stream
+        server: trio.abc.Stream
+        if self.sockets:
+            ends = trio.socket.socketpair()
+            client, server = trio.SocketStream(ends[0]), trio.SocketStream(ends[1])
+        else:
+            client, server = trio.testing.memory_stream_pair()
         peer = Peer(server)
         script = self.scripts[min(len(self.peers), len(self.scripts) - 1)]
         self.peers.append(peer)
@@ -509,6 +518,9 @@ class ScriptedServer:
             await trio.sleep_forever()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        finally:
+            if isinstance(peer.stream, trio.SocketStream):  # a memory stream holds no fd
+                await trio.aclose_forcefully(peer.stream)
 
 
 async def request_id(peer: Peer, endpoint: str) -> int:
@@ -537,12 +549,14 @@ async def good_path(peer: Peer, *, fragments: int = 1) -> None:
 
 
 @asynccontextmanager
-async def engine_on(layer: str, *scripts: Script, **overrides: Any) -> AsyncIterator[Any]:
+async def engine_on(
+    layer: str, *scripts: Script, sockets: bool = False, **overrides: Any
+) -> AsyncIterator[Any]:
     async def no_rest(request: httpx.Request) -> httpx.Response:
         return httpx.Response(404)
 
     async with trio.open_nursery() as nursery:
-        server = ScriptedServer(nursery, *scripts)
+        server = ScriptedServer(nursery, *scripts, sockets=sockets)
         config = EngineConfig(
             rest_url="https://layers.invalid/v1",
             access_token="layer-token",
@@ -680,3 +694,54 @@ async def test_engine_close_is_bounded_when_the_server_never_answers(
     close = await server.peers[0].next_event()
     assert isinstance(close, CloseConnection)
     assert close.code == 1000
+
+
+class _Passes(trio.abc.Instrument):
+    """Counts the scheduler's passes (one I/O check each) since it was added."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.count += 1
+
+
+#: The most scheduler passes from a frame's arrival on a quiet socket to the consumer that
+#: waits for it, per layer: the sans-I/O link reads in the supervisor's task (the read wakes
+#: it, then the consumer's turn); trio-websocket's reader task is one more hand-off.
+PASSES_TO_CONSUMER = {"websockets": 2, "trio-websocket": 3}
+
+
+@layers
+async def test_a_frame_on_a_quiet_socket_reaches_the_consumer_in_the_fewest_passes(
+    layer: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """What the latency of a quiet stream is made of: each pass of the scheduler between the
+    frame and the consumer is a round of every runnable task and an I/O check. Counted, not
+    timed: an extra schedule point between a read and its handling fails this."""
+    async with engine_on(layer, good_path, sockets=True) as (engine, server):
+        await engine.wait_for(State.LIVE)
+        [peer] = server.peers
+        changes = engine.events()
+        assert len(await changes.receive_batch()) == len(SNAPSHOT["orders"]) + 1
+        seen: list[int] = []
+        async with trio.open_nursery() as nursery:
+
+            async def consume() -> None:
+                for _ in range(3):
+                    [change] = await changes.receive_batch()
+                    seen.append(passes.count)
+                    assert change.entity_id == 100 + len(seen)
+
+            nursery.start_soon(consume)
+            await trio.sleep(1)  # the consumer waits; the socket is quiet
+            for n in range(1, 4):
+                passes = _Passes()
+                trio.lowlevel.add_instrument(passes)
+                frame = {"e": "props", "d": {"entityType": "order", "eventType": "Created"}}
+                frame["d"]["entity"] = {"id": 100 + n, "accountId": 7, "ordStatus": "Working"}
+                await peer.send(TextMessage(data="a" + orjson.dumps([frame]).decode()))
+                await trio.sleep(1)
+                trio.lowlevel.remove_instrument(passes)
+        assert len(seen) == 3
+        assert max(seen) <= PASSES_TO_CONSUMER[layer], seen
