@@ -738,8 +738,9 @@ async def test_a_frame_on_a_quiet_socket_reaches_the_consumer_in_the_fewest_pass
             for n in range(1, 4):
                 passes = _Passes()
                 trio.lowlevel.add_instrument(passes)
-                frame = {"e": "props", "d": {"entityType": "order", "eventType": "Created"}}
-                frame["d"]["entity"] = {"id": 100 + n, "accountId": 7, "ordStatus": "Working"}
+                entity = {"id": 100 + n, "accountId": 7, "ordStatus": "Working"}
+                event = {"entityType": "order", "eventType": "Created", "entity": entity}
+                frame = {"e": "props", "d": event}
                 await peer.send(TextMessage(data="a" + orjson.dumps([frame]).decode()))
                 await trio.sleep(1)
                 trio.lowlevel.remove_instrument(passes)
