@@ -92,6 +92,12 @@ async def start_tls(
     return secure
 
 
+#: The first byte of a whole text frame: FIN set, no RSV bits, opcode 1.
+_WHOLE_TEXT: Final = 0x81
+#: The longest upgrade response head held while looking for its end; past it the protocol
+#: gets it as it is (and rejects it: its limits are far lower).
+MAX_RESPONSE_HEAD: Final = 1 << 16
+
 #: How long :meth:`Link.aclose` waits for the server's answer to our close frame.
 CLOSE_TIMEOUT: Final = 1.0
 
@@ -264,10 +270,20 @@ class SansIOWebSocketLink:
     permessage-deflate nor subprotocols are offered.
     """
 
-    def __init__(self, stream: trio.abc.Stream, ws: ClientProtocol, receive_size: int) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, ws: ClientProtocol, receive_size: int, max_size: int
+    ) -> None:
         self._stream = stream
         self._ws = ws
         self._receive_size = receive_size
+        self._max_size = max_size
+        #: Bytes read and not yet given to the protocol nor decoded: they start at a frame
+        #: boundary (during the upgrade: the response head so far).
+        self._held = bytearray()
+        #: How many more bytes of the frame being given to the protocol it is owed.
+        self._owed = 0
+        #: The upgrade response's head has not all come yet.
+        self._in_head = True
         self._send_lock = trio.StrictFIFOLock()
         #: Complete messages parsed and not yet returned.
         self._ready: list[str | bytes] = []
@@ -308,11 +324,11 @@ class SansIOWebSocketLink:
         uri = WebSocketURI(secure=False, host=host, port=80, path=path, query=query)
         ws = ClientProtocol(uri, max_size=max_message_size, logger=_PROTOCOL_LOGGER)
         ws.send_request(ws.connect())
-        link = cls(stream, ws, receive_buffer_size)
+        link = cls(stream, ws, receive_buffer_size, max_message_size)
         await link._flush()
         while ws.state is State.CONNECTING and ws.handshake_exc is None:
             data = await stream.receive_some(receive_buffer_size)
-            link._feed(data)
+            link._feed_upgrade(data)
         if ws.handshake_exc is not None:
             raise ws.handshake_exc
         # Frames that came in the same read as the 101 are parsed already; answer any ping.
@@ -379,16 +395,143 @@ class SansIOWebSocketLink:
 
     # ----------------------------------------------------------------- the sans-I/O side
 
+    def _feed_upgrade(self, data: bytes | bytearray) -> None:
+        """During the upgrade: give the protocol the response head and nothing after it, so
+        that it starts on frames with nothing held (what follows the head is split as any
+        read is). A response that is not a 101 gets everything (its body, then EOF), and
+        so does a head that does not end within :data:`MAX_RESPONSE_HEAD`."""
+        ws = self._ws
+        held = self._held
+        if not self._in_head:  # a refusal's body: all of it, as it comes
+            if data:
+                self._give(data)
+            else:
+                self._give_eof()
+            return
+        if not data:  # EOF mid-upgrade: the protocol says what that is
+            self._give(bytes(held))
+            held.clear()
+            self._give_eof()
+            return
+        held += data
+        end = held.find(b"\r\n\r\n")
+        if end < 0:
+            if len(held) > MAX_RESPONSE_HEAD:
+                self._in_head = False
+                self._give(bytes(held))
+                held.clear()
+            return
+        head = bytes(held[: end + 4])
+        del held[: end + 4]
+        self._in_head = False
+        self._give(head)
+        if ws.state is State.OPEN:
+            rest = bytes(held)
+            held.clear()
+            if rest:
+                self._feed(rest)
+        elif held:
+            self._give(bytes(held))
+            held.clear()
+
     def _feed(self, data: bytes | bytearray) -> None:
-        """Give ``data`` (``b""``: EOF) to the protocol and collect the messages it completes.
+        """Turn ``data`` (``b""``: EOF) into messages on :attr:`_ready`.
+
+        The hot path splits the frames itself: a whole, unfragmented, unmasked text frame
+        without RSV bits and within ``max_message_size`` (all Tradovate sends) is decoded
+        here, which costs a fraction of the protocol's generator-based parser. Every other
+        frame (ping, pong, close, binary, fragments, anything malformed or over the limit)
+        goes to the protocol, whole and frame-aligned, so it validates and answers it
+        exactly as before (a text frame inside a fragmented message included: a protocol
+        error); a frame whose start went to the protocol gets its remaining bytes
+        (``_owed``) before anything else is split, so the protocol never holds part of a
+        frame when the splitting resumes. Once the protocol is no longer open (a close
+        went either way, it failed), it gets every byte.
+        """
+        if not data:
+            if self._held:
+                self._give(bytes(self._held))
+                self._held.clear()
+            self._give_eof()
+            return
+        owed = self._owed
+        if owed:
+            if len(data) <= owed:
+                self._owed = owed - len(data)
+                self._give(data)
+                return
+            self._owed = 0
+            self._give(data[:owed])
+            data = data[owed:]
+        held = self._held
+        if held:
+            held += data
+            buffer: bytes | bytearray = held
+        else:
+            buffer = data
+        ready = self._ready
+        limit = self._max_size
+        end = len(buffer)
+        at = 0
+        while at + 2 <= end:
+            if self._ended or self._ws.state is not State.OPEN:  # for good: no realigning
+                self._give(bytes(buffer[at:]))
+                at = end
+                break
+            first = buffer[at]
+            size = buffer[at + 1]
+            if size > 127:  # masked: a server never masks, and the protocol says so (1002)
+                self._give(bytes(buffer[at:]))
+                at = end
+                break
+            head = 2
+            if size == 126:
+                head = 4
+                if at + head > end:
+                    break
+                size = int.from_bytes(buffer[at + 2 : at + 4], "big")
+            elif size == 127:
+                head = 10
+                if at + head > end:
+                    break
+                size = int.from_bytes(buffer[at + 2 : at + 10], "big")
+            frame_end = at + head + size
+            if first == _WHOLE_TEXT and size <= limit and self._fragmented is None:
+                if frame_end > end:
+                    break  # the rest of it comes in later reads
+                text = buffer[at + head : frame_end]
+                try:
+                    ready.append(text.decode())
+                except UnicodeDecodeError:
+                    ready.append(bytes(text))  # not UTF-8: malformed, as the session counts it
+                at = frame_end
+                continue
+            # Any other frame: the protocol's, from its first byte to its last.
+            given = min(frame_end, end)
+            self._give(bytes(buffer[at:given]))
+            self._owed = frame_end - given
+            at = given
+        if buffer is held:
+            del held[:at]
+        elif at < end:
+            held += buffer[at:]
+
+    def _give(self, data: bytes | bytearray) -> None:
+        """Hand ``data`` to the protocol and collect what it makes of it."""
+        if data and not self._ended:
+            self._ws.receive_data(data)
+            self._collect()
+
+    def _give_eof(self) -> None:
+        self._ws.receive_eof()
+        self._collect()
+
+    def _collect(self) -> None:
+        """Collect the messages the protocol completed, in order.
 
         Pings need nothing here: the protocol queues the pong itself, and the caller flushes.
         """
         ws = self._ws
-        if data:
-            ws.receive_data(data)
-        else:
-            ws.receive_eof()
         ready = self._ready
         for event in ws.events_received():
             if not isinstance(event, Frame):  # the handshake's Response

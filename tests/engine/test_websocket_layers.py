@@ -476,6 +476,45 @@ async def test_eof_or_garbage_mid_handshake_is_a_connect_error(
     assert "websocket handshake failed" in str(mapped)
 
 
+async def test_a_refusal_whose_body_comes_later_is_reported_when_it_does(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The link holds the response head until it ends, then gives the protocol everything
+    after it: a body written later, on a connection the server keeps open, still completes
+    the refusal (it is not held back waiting for a head that already ended)."""
+
+    async def slow_body(peer: Peer) -> None:
+        await peer.upgrade_request()
+        body = b"not today"
+        head = f"HTTP/1.1 403 Forbidden\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        await peer.stream.send_all(head)
+        await trio.sleep(5)
+        await peer.stream.send_all(body)
+        await trio.sleep_forever()
+
+    with trio.fail_after(6), pytest.raises(InvalidStatus) as info:
+        await open_link(slow_body)
+    assert info.value.response.status_code == 403
+    assert info.value.response.body == b"not today"
+
+
+async def test_a_response_head_that_never_ends_is_refused_not_held(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A server that streams header lines without end: past 64 KiB the protocol gets them
+    and refuses, rather than the link holding them while it waits for the end."""
+
+    async def endless(peer: Peer) -> None:
+        await peer.upgrade_request()
+        await peer.stream.send_all(b"HTTP/1.1 101 Switching Protocols\r\n")
+        while True:
+            await peer.stream.send_all(b"X-Filler: " + b"y" * 1000 + b"\r\n")
+            await trio.sleep(0.001)  # 1 MB a virtual second
+
+    with trio.fail_after(1), pytest.raises(InvalidHandshake):
+        await open_link(endless)
+
+
 # ------------------------------------------------------------------ the engine on each layer
 
 SNAPSHOT: dict[str, Any] = {
