@@ -14,8 +14,10 @@ Two links sit behind the one :class:`Link` protocol, chosen by
   sans-I/O ``ClientProtocol`` driven directly over the stream by whoever calls
   :meth:`~SansIOWebSocketLink.receive_messages`, with no task of its own. A message crosses
   no task boundary between the socket and the supervisor, every read is up to
-  ``receive_buffer_size`` bytes, and each read's messages come out as one batch; the
-  ``websockets`` frame parser is about three times cheaper than wsproto's.
+  ``receive_buffer_size`` bytes, and each read's messages come out as one batch. The link
+  splits and decodes the one frame shape Tradovate sends (a whole text frame) itself and
+  gives the protocol every other frame, whole: the protocol's generator-based parser was the
+  largest single cost per event.
 - :class:`WebSocketLink` (``"trio-websocket"``): the layer the project started on, kept as a
   supported transport. Its reader task hands each message over a memory channel, which costs
   a task switch and a channel hop per message.
@@ -242,11 +244,13 @@ class SansIOWebSocketLink:
     Theory of operation: ``ClientProtocol`` turns bytes into frames and frames into bytes and
     does no I/O, so this class does all of it, and does it in the caller's task:
 
-    - :meth:`receive_messages` reads up to ``receive_buffer_size`` bytes, feeds them to the
-      protocol, joins TEXT/BINARY frames with their continuations into messages, and sends
-      what the protocol queued in answer (a pong for a ping, the echo of a close) before it
-      returns every message that read completed. There is no reader task: the supervisor's
-      loop is the reader, so a message crosses no task boundary on its way to the session.
+    - :meth:`receive_messages` reads up to ``receive_buffer_size`` bytes, splits them into
+      frames, decodes each whole unmasked text frame itself and hands every other frame to
+      the protocol whole (see :meth:`_feed`), joins TEXT/BINARY frames with their
+      continuations into messages, and sends what the protocol queued in answer (a pong for
+      a ping, the echo of a close) before it returns every message that read completed.
+      There is no reader task: the supervisor's loop is the reader, so a message crosses no
+      task boundary on its way to the session.
     - Frames are generated synchronously into the protocol's outgoing buffer, and whoever
       holds the :class:`trio.StrictFIFOLock` flushes that buffer with ``send_all``: trio
       forbids two concurrent ``send_all`` on a stream, and the heartbeat and request sender
