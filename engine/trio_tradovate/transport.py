@@ -477,8 +477,12 @@ class SansIOWebSocketLink:
         limit = self._max_size
         end = len(buffer)
         at = 0
+        # Only what the protocol is given can end it or start a fragmented message, so these
+        # are read again after each frame it gets, not for every frame.
+        usable = not self._ended and self._ws.state is State.OPEN
+        whole = self._fragmented is None
         while at + 2 <= end:
-            if self._ended or self._ws.state is not State.OPEN:  # for good: no realigning
+            if not usable:  # for good: no realigning
                 self._give(bytes(buffer[at:]))
                 at = end
                 break
@@ -500,7 +504,7 @@ class SansIOWebSocketLink:
                     break
                 size = int.from_bytes(buffer[at + 2 : at + 10], "big")
             frame_end = at + head + size
-            if first == _WHOLE_TEXT and size <= limit and self._fragmented is None:
+            if first == _WHOLE_TEXT and size <= limit and whole:
                 if frame_end > end:
                     break  # the rest of it comes in later reads
                 text = buffer[at + head : frame_end]
@@ -515,6 +519,8 @@ class SansIOWebSocketLink:
             self._give(bytes(buffer[at:given]))
             self._owed = frame_end - given
             at = given
+            usable = not self._ended and self._ws.state is State.OPEN
+            whole = self._fragmented is None
         if buffer is held:
             del held[:at]
         elif at < end:
