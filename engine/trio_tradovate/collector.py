@@ -18,6 +18,14 @@ What :class:`CollectorDiscipline` does, when enabled (``EngineConfig.gc_discipli
   and freezing parks each connection's short-lived cyclic garbage until a full collection
   (measured: 60,000 to 198,000 live objects over 1,100 reconnects when every snapshot was
   frozen, 50,000 to 62,000 when none was);
+- the first time the engine goes live (if that snapshot is not frozen), one full collection
+  runs at once, before events stream. A process that has just imported and built
+  everything holds tens of thousands of young objects, and the collector moves them to the
+  oldest generation one young collection at a time, then walks them all in a full
+  collection: measured at 5,000 events/s on loopback, a 0.25-0.8 ms generation-1 pause and
+  sometimes a 15 ms full one within the first seconds of streaming, which set the p99.9 of
+  a short run. Collected once at the start, the start-up objects count as long-lived, and
+  later young collections take about 0.06 ms;
 - when that connection ends, ``gc.unfreeze()`` gives those objects back and one full
   collection runs then, while the socket is down and no data flows on it, so cyclic garbage
   that was alive at the freeze is freed (nothing accumulates across reconnects).
@@ -45,6 +53,8 @@ class CollectorDiscipline:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self._large_frame_seen = False
+        #: A snapshot was applied before: the start-up collection is done.
+        self._started = False
 
     def around(self, messages: Sequence[str | bytes]) -> AbstractContextManager[None]:
         """A context to handle ``messages`` in: the collector paused if any is large.
@@ -68,9 +78,16 @@ class CollectorDiscipline:
             gc.enable()
 
     def snapshot_applied(self) -> None:
-        """A snapshot is in the store: keep later collections off it, if it was large."""
-        if self.enabled and self._large_frame_seen:
+        """A snapshot is in the store and events start to stream: keep later collections
+        off it if it was large; the first time, collect the start-up's garbage now (see the
+        module docstring)."""
+        if not self.enabled:
+            return
+        if self._large_frame_seen:
             gc.freeze()
+        elif not self._started:
+            gc.collect()
+        self._started = True
 
     def connection_ended(self) -> None:
         """Give frozen objects back and free the cyclic garbage among them, now that the

@@ -144,6 +144,37 @@ def test_the_collector_is_paused_only_for_large_frames_and_restored() -> None:
         assert gc.isenabled()
 
 
+def test_the_first_small_snapshot_collects_the_start_up_once() -> None:
+    """A fresh engine's first snapshot: one full collection at once, before events stream;
+    later snapshots none (they would pause every reconnect); a large one is frozen instead;
+    a disabled discipline touches nothing."""
+    full: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            full.append(1)
+
+    gc.callbacks.append(count)
+    try:
+        discipline = CollectorDiscipline(enabled=True)
+        discipline.snapshot_applied()
+        assert len(full) == 1
+        discipline.connection_ended()
+        discipline.snapshot_applied()
+        assert len(full) == 1
+        CollectorDiscipline(enabled=False).snapshot_applied()
+        assert len(full) == 1
+        large = CollectorDiscipline(enabled=True)
+        with large.around(["a" * LARGE_FRAME]):
+            pass
+        large.snapshot_applied()
+        assert len(full) == 1
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.callbacks.remove(count)
+        gc.unfreeze()
+
+
 async def test_a_large_snapshot_sets_off_no_full_collection(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
