@@ -18,17 +18,20 @@ What :class:`CollectorDiscipline` does, when enabled (``EngineConfig.gc_discipli
   and freezing parks each connection's short-lived cyclic garbage until a full collection
   (measured: 60,000 to 198,000 live objects over 1,100 reconnects when every snapshot was
   frozen, 50,000 to 62,000 when none was);
-- the first time the engine goes live (if that snapshot is not frozen), one full collection
-  runs at once, before events stream. A process that has just imported and built
-  everything holds tens of thousands of young objects, and the collector moves them to the
-  oldest generation one young collection at a time, then walks them all in a full
-  collection: measured at 5,000 events/s on loopback, a 0.25-0.8 ms generation-1 pause and
-  sometimes a 15 ms full one within the first seconds of streaming, which set the p99.9 of
-  a short run. Collected once at the start, the start-up objects count as long-lived, and
-  later young collections take about 0.06 ms;
-- when that connection ends, ``gc.unfreeze()`` gives those objects back and one full
-  collection runs then, while the socket is down and no data flows on it, so cyclic garbage
-  that was alive at the freeze is freed (nothing accumulates across reconnects).
+- the first time the engine goes live, whatever the snapshot's size, ``gc.freeze()`` runs
+  too (it walks nothing: it moves the generations' lists). A process that has just
+  imported and built everything holds tens of thousands of young objects, and left alone
+  the collector walks them in its next generation-1 collections and then a full one, while
+  events stream: measured at 5,000 events/s on loopback, a 0.25-0.8 ms generation-1 pause
+  and sometimes a 15 ms full one within the first seconds, which set the p99.9 of a short
+  run. Frozen, they are not walked; later generation-1 collections take 0.06-0.12 ms. They
+  are given back when that first connection ends, without the full collection below
+  (they are the process's own objects, not a snapshot's garbage; the next full
+  collection the collector runs of itself walks them);
+- when a connection whose snapshot was large ends, ``gc.unfreeze()`` gives those objects
+  back and one full collection runs then, while the socket is down and no data flows on it,
+  so cyclic garbage that was alive at the freeze is freed (nothing accumulates across
+  reconnects).
 
 Steady streaming of small events allocates no long-lived containers (a flat entity dict is
 untracked by the collector), so it triggers no full collection at all; the benchmark counts
@@ -53,7 +56,7 @@ class CollectorDiscipline:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self._large_frame_seen = False
-        #: A snapshot was applied before: the start-up collection is done.
+        #: A snapshot was applied before: the start-up's objects were frozen then.
         self._started = False
 
     def around(self, messages: Sequence[str | bytes]) -> AbstractContextManager[None]:
@@ -79,20 +82,19 @@ class CollectorDiscipline:
 
     def snapshot_applied(self) -> None:
         """A snapshot is in the store and events start to stream: keep later collections
-        off it if it was large; the first time, collect the start-up's garbage now (see the
+        off it if it was large, and off the start-up's objects the first time (see the
         module docstring)."""
         if not self.enabled:
             return
-        if self._large_frame_seen:
+        if self._large_frame_seen or not self._started:
             gc.freeze()
-        elif not self._started:
-            gc.collect()
         self._started = True
 
     def connection_ended(self) -> None:
-        """Give frozen objects back and free the cyclic garbage among them, now that the
-        socket is down."""
-        self._large_frame_seen = False
+        """Give frozen objects back now that the socket is down, and after a large snapshot
+        free the cyclic garbage among them at once."""
+        large, self._large_frame_seen = self._large_frame_seen, False
         if self.enabled and gc.get_freeze_count():
             gc.unfreeze()
-            gc.collect()
+            if large:
+                gc.collect()

@@ -144,32 +144,34 @@ def test_the_collector_is_paused_only_for_large_frames_and_restored() -> None:
         assert gc.isenabled()
 
 
-def test_the_first_small_snapshot_collects_the_start_up_once() -> None:
-    """A fresh engine's first snapshot: one full collection at once, before events stream;
-    later snapshots none (they would pause every reconnect); a large one is frozen instead;
-    a disabled discipline touches nothing."""
+def test_the_first_snapshot_freezes_the_start_up_and_later_small_ones_do_not() -> None:
+    """A fresh engine's first snapshot, small or not: ``gc.freeze()``, with no collection;
+    given back when that connection ends, without a collection (a large snapshot's end has
+    one: ``test_a_large_snapshot_sets_off_no_full_collection``); later small snapshots are
+    not frozen (that would park every reconnect's garbage); a disabled discipline touches
+    nothing."""
     full: list[int] = []
 
     def count(phase: str, info: dict[str, int]) -> None:
         if phase == "stop" and info["generation"] == 2:
             full.append(1)
 
+    gc.unfreeze()
     gc.callbacks.append(count)
     try:
+        CollectorDiscipline(enabled=False).snapshot_applied()
+        assert gc.get_freeze_count() == 0
         discipline = CollectorDiscipline(enabled=True)
         discipline.snapshot_applied()
-        assert len(full) == 1
-        discipline.connection_ended()
-        discipline.snapshot_applied()
-        assert len(full) == 1
-        CollectorDiscipline(enabled=False).snapshot_applied()
-        assert len(full) == 1
-        large = CollectorDiscipline(enabled=True)
-        with large.around(["a" * LARGE_FRAME]):
-            pass
-        large.snapshot_applied()
-        assert len(full) == 1
         assert gc.get_freeze_count() > 0
+        assert full == []
+        discipline.connection_ended()
+        assert gc.get_freeze_count() == 0
+        assert full == []
+        discipline.snapshot_applied()
+        assert gc.get_freeze_count() == 0
+        discipline.connection_ended()
+        assert full == []
     finally:
         gc.callbacks.remove(count)
         gc.unfreeze()
@@ -207,11 +209,20 @@ async def test_a_small_snapshot_is_not_frozen(
     sim: Simulator, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Freezing every snapshot would park each reconnect's cyclic garbage until a full
-    collection; only snapshots that came in a large frame are frozen."""
+    collection; only snapshots that came in a large frame are frozen, and the first one
+    (the start-up's objects with it), given back when its connection ends."""
     gc.unfreeze()
-    async with open_engine(config_for(sim)) as engine:
-        await engine.wait_for(State.LIVE)
-        assert gc.get_freeze_count() == 0
+    try:
+        async with open_engine(config_for(sim)) as engine:
+            await engine.wait_for(State.LIVE)
+            assert gc.get_freeze_count() > 0  # the start-up
+            await sim.drop_connections()
+            await engine.wait_for(State.BACKOFF)
+            assert gc.get_freeze_count() == 0
+            await engine.wait_for(State.LIVE)
+            assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
 
 
 def _docs_block(path: str, marker: str) -> str:
