@@ -10,8 +10,8 @@ the URL's query asks for:
   takes them; the last frame is the sentinel order (id ``SENTINEL_ID``);
 - ``mode=rate&rate=R&seconds=S``: ``R*S`` frames at ``R`` per second, each stamped with
   ``time.monotonic_ns()`` (its ``sentNs`` field, fixed width, patched into the pre-encoded
-  bytes) when written; the thread sleeps and then spins to each frame's due time; then the
-  sentinel;
+  bytes) when written; the thread sleeps to each frame's due time (frames that fell due
+  meanwhile go out together); then the sentinel;
 - ``mode=snapshot&bytes=B``: the sync answer carries a snapshot of about ``B`` bytes (built
   once per size and cached), nothing follows;
 - ``mode=drop&key=K&drops=D&hold_ms=H[&marker=same]``: the first ``D`` connections with key

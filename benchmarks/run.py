@@ -10,8 +10,10 @@ says how each figure is measured.
 Sections, in the order they run:
 
 1. micro: the parse/store/feed micro-benchmark without I/O (``micro.py``, short form);
-2. throughput: ``ROUNDS`` alternating rounds of ``N`` frames per client, medians;
-3. latency: fixed rates (``RATES``), stamp-to-consumer percentiles, engine vs raw client;
+2. throughput: ``ROUNDS`` alternating rounds of ``N`` frames per client (``SHOWN_ROUNDS`` for
+   the clients no target is judged on), medians;
+3. latency: fixed rates (``RATES``), stamp-to-consumer percentiles, engine vs raw client, then
+   ``JUDGED_ROUNDS`` more rounds at ``JUDGED_RATE`` for the judged pair, medians;
 4. snapshot: a ``SNAPSHOT_BYTES`` sync answer, receipt to LIVE vs ``orjson.loads``;
 5. drop-to-live: the server drops the socket ``DROPS`` times;
 6. memory over reconnects, for ``RECONNECT_SECONDS`` (at most ``MAX_RECONNECTS``);
@@ -39,16 +41,21 @@ import orjson
 
 HERE = Path(__file__).resolve().parent
 ROUNDS = 5
+#: Throughput rounds of the clients no target is judged on (the raw trio-websocket client and
+#: the engine on a layer other than the default): shown for orientation, fewer rounds.
+SHOWN_ROUNDS = 3
 N = 60_000
 #: (events per second, seconds); the first half second of each is warm-up, not counted.
 RATES = ((1000, 3.0), (5000, 2.5), (10000, 2.0))
 #: The rate the latency target is judged at, and the rounds of it the engine on the default
 #: layer and its raw client each run besides the run over every rate, alternately, and how
-#: long each is: the target is judged on the percentiles of the rounds' samples pooled
-#: (about 52,500 per client), so a stall of this VM, which delays the 10-20 samples behind
-#: it and alone decided a p99.9 of one short round, does not decide the verdict.
+#: long each is. Each percentile is judged on its median over the rounds (a new process and
+#: connection each): a p99.9 of 17,500 samples is their 18th-worst, and a kernel thread of
+#: this VM that takes a vCPU for 0.6-2 ms every 511 ms (``kdamond``), or a rare 15-20 ms in
+#: which no bytes reach an idle client at all, decides one round's; the median says what a
+#: typical round of each client does, the table shows the worst round and the pooled p99.9.
 JUDGED_RATE = 5000
-JUDGED_ROUNDS = 3
+JUDGED_ROUNDS = 5
 JUDGED_SECONDS = 4.0
 SNAPSHOT_BYTES = 10 * 2**20
 SNAPSHOT_ROUNDS = 2
@@ -155,29 +162,29 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def pooled(samples_ns: list[int], rounds: int) -> dict[str, float]:
-    """The judged figures of one client: percentiles of every judged round's samples."""
-    p50, p99, p999 = bench_common.percentiles([s / 1e6 for s in samples_ns], (50, 99, 99.9))
+def judged_summary(rounds: list[dict[str, Any]], samples_ns: list[int]) -> dict[str, float]:
+    """The judged figures of one client: each percentile's median over its judged rounds,
+    with the worst round's p99.9 and the p99.9 of every round's samples pooled beside it, and
+    the full collections summed over the rounds."""
+    (pooled_p999,) = bench_common.percentiles([s / 1e6 for s in samples_ns], (99.9,))
     return {
-        "p50_ms": p50,
-        "p99_ms": p99,
-        "p999_ms": p999,
+        "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
+        "p99_ms": statistics.median(r["p99_ms"] for r in rounds),
+        "p999_ms": statistics.median(r["p999_ms"] for r in rounds),
+        "worst_p999_ms": max(r["p999_ms"] for r in rounds),
+        "pooled_p999_ms": pooled_p999,
         "samples": len(samples_ns),
-        "rounds": rounds,
-        "gen2_collections": 0,
-        "gen2_pause_ms": 0.0,
+        "rounds": len(rounds),
+        "gen2_collections": sum(r["gen2_collections"] for r in rounds),
+        "gen2_pause_ms": sum(r["gen2_pause_ms"] for r in rounds),
     }
 
 
-def judged_figures(latency: dict[str, Any]) -> dict[str, float]:
-    """The judged rate's figures of one client: pooled over its judged rounds when it ran
-    them (the engine's full collections summed over them), else its one round."""
-    pool = latency.get("judged")
-    if pool is None:
-        figures = dict(latency[str(JUDGED_RATE)])
-        figures["rounds"] = 1
-        return figures
-    return dict(pool)
+def judged_figures(latency: dict[str, Any]) -> dict[str, float] | None:
+    """The judged rate's figures of one client, over its judged rounds; ``None`` when not
+    one of them measured."""
+    figures = latency.get("judged")
+    return dict(figures) if figures is not None else None
 
 
 def median_of(results: list[dict[str, Any]], key: str) -> float | None:
@@ -294,15 +301,21 @@ def measure(bench: Bench) -> dict[str, Any]:
         (f"engine on {label}", {"client": "engine", "layer": name}) for label, name in layers
     ]
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in clients}
+    shown_only = {RAW_LABELS["raw-tws"]} | {
+        f"engine on {label}" for label, _ in layers if label != report["meta"]["default_layer"]
+    }
+    shown_only.discard(RAW_LABELS[SAME_LAYER.get(report["meta"]["default_layer"], "raw-tws")])
     for r in range(ROUNDS):
         order = clients[r % len(clients) :] + clients[: r % len(clients)]
         for label, spec in order:
+            if r >= SHOWN_ROUNDS and label in shown_only:
+                continue
             result = bench.run({**spec, "scenario": "flood", "n": N})
             runs[label].append(result)
             shown = (
                 f"{result['events_per_s']:,.0f} events/s" if "events_per_s" in result else result
             )
-            bench.log(f"throughput round {r + 1}/{ROUNDS}: {label}: {shown}")
+            bench.log(f"throughput round {r + 1}: {label}: {shown}")
     report["throughput"] = {
         label: {
             "median_events_per_s": median_of(results, "events_per_s"),
@@ -314,9 +327,14 @@ def measure(bench: Bench) -> dict[str, Any]:
     }
 
     latency: dict[str, Any] = {}
-    rates = [list(r) for r in RATES]
     for label, name in layers:
         raw = SAME_LAYER.get(label, "raw-tws")
+        # The judged pair's judged rate comes from its judged rounds below, not from here.
+        rates = [
+            list(r)
+            for r in RATES
+            if r[0] != JUDGED_RATE or label != report["meta"]["default_layer"]
+        ]
         for who, spec in (
             (RAW_LABELS[raw], {"client": raw}),
             (f"engine on {label}", {"client": "engine", "layer": name}),
@@ -346,10 +364,8 @@ def measure(bench: Bench) -> dict[str, Any]:
                 bench.log(f"latency @ {JUDGED_RATE:,}/s, judged round: {who}: {figures}")
     for who, samples in pools.items():
         rounds = [r for r in latency[who]["judged_rounds"] if "p99_ms" in r]
-        figures = pooled(samples, len(rounds))
-        figures["gen2_collections"] = sum(r["gen2_collections"] for r in rounds)
-        figures["gen2_pause_ms"] = sum(r["gen2_pause_ms"] for r in rounds)
-        latency[who]["judged"] = figures
+        if rounds:
+            latency[who]["judged"] = judged_summary(rounds, samples)
     report["latency"] = latency
 
     snapshot: dict[str, Any] = {}
@@ -474,17 +490,22 @@ def table(report: dict[str, Any]) -> list[Row]:
         raw_label = RAW_LABELS[SAME_LAYER.get(layer, "raw-tws")]
         engine, raw = latency.get(who, {}), latency.get(raw_label, {})
         for rate, _ in RATES:
-            e, r = engine.get(str(rate)), raw.get(str(rate))
+            judged = rate == JUDGED_RATE and layer == report["meta"].get("default_layer", layer)
+            if judged:
+                e, r = judged_figures(engine), judged_figures(raw)
+            else:
+                e, r = engine.get(str(rate)), raw.get(str(rate))
             if e is None or r is None:
                 rows.append(row(f"latency @ {rate:,}/s p50/p99/p99.9: {who}", "error"))
                 continue
             rounds_note = ""
-            judged = rate == JUDGED_RATE and layer == report["meta"].get("default_layer", layer)
             if judged:
-                e, r = judged_figures(engine), judged_figures(raw)
-                rounds_note = (
-                    f"; {e['samples']:,.0f} samples pooled over {e['rounds']:.0f} rounds of "
-                    f"{JUDGED_SECONDS:g} s"
+                rounds_note = f"; medians of {e['rounds']:.0f} rounds of {JUDGED_SECONDS:g} s" + (
+                    f" (p99.9 worst round {e['worst_p999_ms']:.2f} ms, pooled "
+                    f"{e['pooled_p999_ms']:.2f} ms, against {r['worst_p999_ms']:.2f} and "
+                    f"{r['pooled_p999_ms']:.2f} ms)"
+                    if "worst_p999_ms" in e and "worst_p999_ms" in r
+                    else ""
                 )
             ratios = " / ".join(f"{e[k] / r[k]:.1f}" for k in ("p50_ms", "p99_ms", "p999_ms")) + "x"
             target = NOT_JUDGED if rate == JUDGED_RATE and not judged else ""
