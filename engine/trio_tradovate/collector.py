@@ -33,6 +33,16 @@ What :class:`CollectorDiscipline` does, when enabled (``EngineConfig.gc_discipli
   so cyclic garbage that was alive at the freeze is freed (nothing accumulates across
   reconnects).
 
+The collector is one per process, and an engine may run several sockets (user-sync shards, a
+market-data socket, a replay socket) or share the process with another engine. So a freeze
+belongs to the sockets that took it (:class:`SocketCollector`, one per socket): a socket that
+froze nothing (a market-data socket) ending gives nothing back and collects nothing, and the
+objects are given back, with the collection if any of those snapshots was large, only when
+the last socket that froze them, in any engine of the process, has ended its connection.
+Until then they stay frozen: ``gc.unfreeze()`` cannot give back one socket's objects and keep
+another's, and a full collection while another socket streams is the pause this module
+exists to prevent.
+
 Steady streaming of small events allocates no long-lived containers (a flat entity dict is
 untracked by the collector), so it triggers no full collection at all; the benchmark counts
 them (``make bench``).
@@ -41,6 +51,7 @@ them (``make bench``).
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
@@ -50,14 +61,47 @@ LARGE_FRAME = 1 << 20
 _NOTHING: AbstractContextManager[None] = nullcontext()
 
 
+class _Freeze:
+    """Which sockets hold the process's ``gc.freeze()``, and whether a large snapshot is
+    among what they froze. One per process, as the collector is."""
+
+    def __init__(self) -> None:
+        #: Weak: a socket that is gone without ending its connection (an engine that was
+        #: never closed) stops holding the freeze when it is collected.
+        self.holders: weakref.WeakSet[SocketCollector] = weakref.WeakSet()
+        self.large = False
+
+
+_FREEZE = _Freeze()
+
+
 class CollectorDiscipline:
-    """The process-wide collector settings around snapshots (see the module docstring)."""
+    """An engine's collector settings around snapshots (see the module docstring): whether
+    the discipline is on, and whether the engine has gone live before. Its sockets each take
+    a :meth:`for_socket` handle."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self._large_frame_seen = False
         #: A snapshot was applied before: the start-up's objects were frozen then.
         self._started = False
+
+    def for_socket(self) -> SocketCollector:
+        """The handle one socket's loop calls around its reads, snapshots and endings."""
+        return SocketCollector(self)
+
+    def first_snapshot(self) -> bool:
+        """Whether this is the engine's first snapshot (the start-up's objects are frozen
+        with it); from now on, no longer."""
+        first, self._started = not self._started, True
+        return first
+
+
+class SocketCollector:
+    """One socket's side of the discipline: its large frames, the freezes it holds."""
+
+    def __init__(self, discipline: CollectorDiscipline) -> None:
+        self._discipline = discipline
+        self._large_frame_seen = False
 
     def around(self, messages: Sequence[str | bytes]) -> AbstractContextManager[None]:
         """A context to handle ``messages`` in: the collector paused if any is large.
@@ -65,7 +109,7 @@ class CollectorDiscipline:
         Called once per read, so the common case (nothing large) costs a call and a
         ``max``, and hands back one shared no-op context.
         """
-        if not self.enabled or max(map(len, messages), default=0) < LARGE_FRAME:
+        if not self._discipline.enabled or max(map(len, messages), default=0) < LARGE_FRAME:
             return _NOTHING
         if not gc.isenabled():
             return _NOTHING
@@ -83,18 +127,28 @@ class CollectorDiscipline:
     def snapshot_applied(self) -> None:
         """A snapshot is in the store and events start to stream: keep later collections
         off it if it was large, and off the start-up's objects the first time (see the
-        module docstring)."""
-        if not self.enabled:
+        module docstring); this socket holds the freeze until its connection ends."""
+        discipline = self._discipline
+        if not discipline.enabled:
             return
-        if self._large_frame_seen or not self._started:
+        first = discipline.first_snapshot()
+        if self._large_frame_seen or first:
             gc.freeze()
-        self._started = True
+            _FREEZE.holders.add(self)
+            _FREEZE.large = _FREEZE.large or self._large_frame_seen
 
     def connection_ended(self) -> None:
-        """Give frozen objects back now that the socket is down, and after a large snapshot
-        free the cyclic garbage among them at once."""
-        large, self._large_frame_seen = self._large_frame_seen, False
-        if self.enabled and gc.get_freeze_count():
+        """This socket's connection is down: when it was the last to hold the freeze, give
+        the frozen objects back, and after a large snapshot free the cyclic garbage among
+        them at once."""
+        self._large_frame_seen = False
+        if self not in _FREEZE.holders:
+            return
+        _FREEZE.holders.discard(self)
+        if _FREEZE.holders:
+            return  # another socket still streams on what was frozen
+        large, _FREEZE.large = _FREEZE.large, False
+        if gc.get_freeze_count():
             gc.unfreeze()
             if large:
                 gc.collect()

@@ -290,8 +290,9 @@ class EngineConfig:
     checkpoint_file: Path | None = None
     #: Keep the garbage collector off snapshots: paused while a frame of 1 MiB or more is
     #: parsed and applied, ``gc.freeze()`` once such a snapshot is applied, ``gc.unfreeze()``
-    #: and one collection when its connection ends (see ``collector.py``). Process-wide:
-    #: turn it off if the application manages the collector itself.
+    #: and one collection when its connection ends (with several sockets: when the last one
+    #: that froze ends; see ``collector.py``). Process-wide: turn it off if the application
+    #: manages the collector itself.
     gc_discipline: bool = True
     #: How many transition records :attr:`Engine.transitions` keeps (the oldest go first).
     transition_log_size: int = 10_000

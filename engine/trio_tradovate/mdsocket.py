@@ -357,6 +357,7 @@ class MdConversation:
 
     table: Table[Any, Trigger] = MARKET_DATA_TABLE
     serves_requests = False
+    applies_snapshot = False
 
     def __init__(self, context: SocketContext, feed: MarketDataFeed) -> None:
         self._ctx = context
@@ -443,6 +444,7 @@ class ReplayConversation(MdConversation):
 
     table: Table[Any, Trigger] = REPLAY_TABLE
     serves_requests = True
+    applies_snapshot = True
 
     def __init__(self, context: SocketContext, feed: MarketDataFeed, index: int) -> None:
         from .supervisor import SyncConversation

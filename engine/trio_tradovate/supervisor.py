@@ -154,6 +154,8 @@ class Conversation(Protocol):
     table: Table[Any, Trigger]
     #: Whether application requests (the engine's queue) are sent on this socket once live.
     serves_requests: bool
+    #: Whether ``GO_LIVE`` puts a snapshot in the store (the collector freezes it then).
+    applies_snapshot: bool
 
     @property
     def url(self) -> str:
@@ -175,6 +177,7 @@ class SyncConversation:
 
     table: Table[Any, Trigger] = CONNECTION_TABLE
     serves_requests = True
+    applies_snapshot = True
 
     def __init__(self, context: SocketContext, index: int, sync: SyncOptions) -> None:
         self._ctx = context
@@ -226,7 +229,6 @@ class SyncConversation:
                 snapshot, session.take_buffered(), generation=generation, owner=owner
             )
             del snapshot
-            ctx.collector.snapshot_applied()
         # COLLECT_PART: the session keeps the parts.
         return []
 
@@ -256,6 +258,8 @@ class SocketSupervisor:
             assert sync is not None, "a user-sync socket needs its SyncOptions"
             conversation = SyncConversation(context, index, sync)
         self._conversation = conversation
+        #: This socket's side of the engine's collector discipline.
+        self._collector = context.collector.for_socket()
         config = context.config
         seed = None if config.seed is None else config.seed + index
         self._policy = ReconnectPolicy(config.backoff, random.Random(seed))
@@ -524,7 +528,7 @@ class SocketSupervisor:
                             return result
                         counters["frames_received"] += len(messages)
                         now = self.last_frame_at = trio.current_time()
-                        with ctx.collector.around(messages):  # parsed and applied in it
+                        with self._collector.around(messages):  # parsed and applied in it
                             events, index = session.receive_batch(messages, now)
                             if index == len(messages):  # one batch, as a streaming read is
                                 result = handle([events])
@@ -543,7 +547,7 @@ class SocketSupervisor:
                 outgoing.clear()
         finally:
             self._session = self._waiting = None
-            ctx.collector.connection_ended()
+            self._collector.connection_ended()
             sender_scope.cancel()
             cause = ended.error if ended is not None else EngineStopped("closing")
             ctx.pipeline.connection_lost(outbound, cause)
@@ -591,6 +595,8 @@ class SocketSupervisor:
         else:
             frames = self._conversation.act(action, event, session, self._generation)
             if action is Action.GO_LIVE:
+                if self._conversation.applies_snapshot:
+                    self._collector.snapshot_applied()
                 self._policy.went_live(trio.current_time())
                 if self._conversation.serves_requests:
                     nursery.start_soon(self._sender, link, outbound, sender_scope)

@@ -124,7 +124,7 @@ async def test_one_task_stands_between_the_socket_and_the_consumer(
 
 
 def test_the_collector_is_paused_only_for_large_frames_and_restored() -> None:
-    discipline = CollectorDiscipline(enabled=True)
+    discipline = CollectorDiscipline(enabled=True).for_socket()
     small, large = "x" * 100, "x" * LARGE_FRAME
     with discipline.around([small, small]):
         assert gc.isenabled()
@@ -138,7 +138,7 @@ def test_the_collector_is_paused_only_for_large_frames_and_restored() -> None:
         assert not gc.isenabled()  # the application's choice is kept
     finally:
         gc.enable()
-    with CollectorDiscipline(enabled=False).around([large]):
+    with CollectorDiscipline(enabled=False).for_socket().around([large]):
         assert gc.isenabled()
     with discipline.around([]):  # a timed-out read holds nothing
         assert gc.isenabled()
@@ -159,9 +159,9 @@ def test_the_first_snapshot_freezes_the_start_up_and_later_small_ones_do_not() -
     gc.unfreeze()
     gc.callbacks.append(count)
     try:
-        CollectorDiscipline(enabled=False).snapshot_applied()
+        CollectorDiscipline(enabled=False).for_socket().snapshot_applied()
         assert gc.get_freeze_count() == 0
-        discipline = CollectorDiscipline(enabled=True)
+        discipline = CollectorDiscipline(enabled=True).for_socket()
         discipline.snapshot_applied()
         assert gc.get_freeze_count() > 0
         assert full == []
@@ -172,6 +172,48 @@ def test_the_first_snapshot_freezes_the_start_up_and_later_small_ones_do_not() -
         assert gc.get_freeze_count() == 0
         discipline.connection_ended()
         assert full == []
+    finally:
+        gc.callbacks.remove(count)
+        gc.unfreeze()
+
+
+def test_a_freeze_is_given_back_only_when_the_last_socket_that_took_it_ends() -> None:
+    """One collector per process, several sockets and engines on it: a socket that froze
+    nothing (market data) ending gives nothing back; one of two sockets that froze ending
+    gives nothing back while the other streams; the last one gives everything back, with the
+    one full collection if any of them froze a large snapshot, whichever engine it is in."""
+    full: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            full.append(1)
+
+    large = "x" * LARGE_FRAME
+    gc.unfreeze()
+    gc.callbacks.append(count)
+    try:
+        engine = CollectorDiscipline(enabled=True)
+        user, market_data = engine.for_socket(), engine.for_socket()
+        user.snapshot_applied()  # the start-up, frozen for the user socket
+        with market_data.around([large]):
+            pass
+        market_data.connection_ended()
+        assert gc.get_freeze_count() > 0
+        assert full == []
+
+        other_engine = CollectorDiscipline(enabled=True).for_socket()
+        with other_engine.around([large]):  # a large snapshot, frozen for that socket
+            pass
+        other_engine.snapshot_applied()
+        user.connection_ended()
+        assert gc.get_freeze_count() > 0  # the other engine's socket still streams on it
+        assert full == []
+        user.connection_ended()  # twice: nothing more
+        assert gc.get_freeze_count() > 0
+
+        other_engine.connection_ended()
+        assert gc.get_freeze_count() == 0
+        assert full == [1]  # its large snapshot's garbage, freed while no socket froze
     finally:
         gc.callbacks.remove(count)
         gc.unfreeze()

@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 import trio.testing
+from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from trio_tradovate.errors import ClosedByServer
-from trio_tradovate.transport import SansIOWebSocketLink
+from trio_tradovate.boundary import classify_connect_error
+from trio_tradovate.errors import ClosedByServer, ConnectionRefused, HandshakeRejected
+from trio_tradovate.transport import DECODE_IN_PLACE, SansIOWebSocketLink
 
 #: RFC 6455 section 1.3: the GUID the accept key is made with.
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -89,11 +91,11 @@ def payload(rng: random.Random) -> bytes:
 def text_payload(rng: random.Random) -> tuple[bytes, str | bytes]:
     """Text bytes and the message they make: ``str``, or the bytes when not UTF-8."""
     roll = rng.random()
-    if roll < 0.1:
-        data = payload(rng)[:50] + b"\xff\xfe" + payload(rng)[:20]  # never UTF-8
+    if roll < 0.1:  # never UTF-8; sometimes large (decoded in place, not sliced)
+        data = payload(rng)[:50] + b"\xff\xfe" + payload(rng)
         return data, data
-    if roll < 0.2:
-        text = "a[" + "é€😀" * rng.randrange(1, 40) + "]"
+    if roll < 0.2:  # multi-byte characters, sometimes past the in-place threshold
+        text = "a[" + "é€😀" * rng.choice([rng.randrange(1, 40), rng.randrange(400, 3000)]) + "]"
         return text.encode(), text
     data = payload(rng)
     return data, data.decode()
@@ -199,16 +201,7 @@ async def serve(
     request = b""
     while b"\r\n\r\n" not in request:
         request += await stream.receive_some(65536)
-    key = next(
-        line.split(b":", 1)[1].strip()
-        for line in request.split(b"\r\n")
-        if line.lower().startswith(b"sec-websocket-key:")
-    )
-    accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
-    head = (
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-    )
+    head = good_head(accept_for(request))
     heard += request[request.index(b"\r\n\r\n") + 4 :]
 
     async def listen() -> None:
@@ -289,10 +282,158 @@ def test_soak_generated_server_streams() -> None:
 
 
 def test_the_generator_covers_every_ending() -> None:
-    """The quick profile reaches every ending and every violation (else it proves less than
-    it says)."""
-    endings = {generate(seed).ending for seed in QUICK_SEEDS}
+    """The quick profile reaches every ending and every violation, and whole text frames on
+    both sides of the in-place decoding threshold, UTF-8 or not (else it proves less than it
+    says)."""
+    scripts = [generate(seed) for seed in QUICK_SEEDS]
+    endings = {script.ending for script in scripts}
     names = {name for name, _, _ in VIOLATIONS}
     assert names <= endings
     assert {"open", "eof", "eof mid-frame"} <= endings
     assert any(e.startswith("close") for e in endings)
+    messages = [m for script in scripts for m in script.messages]
+    assert any(isinstance(m, str) and len(m.encode()) >= DECODE_IN_PLACE for m in messages)
+    assert any(isinstance(m, str) and not m.isascii() and len(m) > 4000 for m in messages)
+    not_utf8 = [m for m in messages if isinstance(m, bytes) and b"\xff\xfe" in m]
+    assert any(len(m) >= DECODE_IN_PLACE for m in not_utf8)
+    assert any(len(m) < DECODE_IN_PLACE for m in not_utf8)
+
+
+# ------------------------------------------------------------------ the upgrade, generated
+
+#: What a server can answer the upgrade with, besides a good 101 (the scripts above).
+UPGRADE_KINDS = (
+    "refused, sized body",
+    "refused, body to EOF",
+    "garbage",
+    "EOF mid-head",
+    "endless head",
+    "stalled head",
+    "wrong accept",
+)
+UPGRADE_SEEDS = range(60)
+SOAK_UPGRADE_SEEDS = range(20_000, 22_000)
+
+
+def accept_for(request: bytes) -> bytes:
+    """The ``Sec-WebSocket-Accept`` value RFC 6455 section 4.2.2 derives from the request."""
+    key = next(
+        line.split(b":", 1)[1].strip()
+        for line in request.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    )
+    return base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+
+
+def good_head(accept: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+
+
+def upgrade_answer(kind: str, rng: random.Random, request: bytes) -> tuple[bytes, bool]:
+    """The bytes a server of ``kind`` answers ``request`` with, and whether it then ends
+    its side (EOF) rather than staying open."""
+    headers = b"".join(
+        b"X-Note-%d: %s\r\n" % (i, b"v" * rng.randrange(0, 200)) for i in range(rng.randrange(4))
+    )
+    if kind.startswith("refused"):
+        status = rng.choice([301, 400, 401, 403, 404, 429, 500, 503])
+        body = payload(rng)[: rng.choice([0, 10, 3000, 70_000])]
+        line = b"HTTP/1.1 %d No\r\n" % status
+        if kind == "refused, sized body":
+            return line + headers + b"Content-Length: %d\r\n\r\n" % len(body) + body, False
+        return line + headers + b"\r\n" + body, True
+    if kind == "garbage":
+        junk = bytes(rng.randrange(32, 127) for _ in range(rng.randrange(1, 300)))
+        return rng.choice([b"SSH-2.0-OpenSSH_9.6", b"HTTP/1.1 abc", b"", junk]) + b"\r\n\r\n", False
+    head = good_head(accept_for(request))
+    if kind == "EOF mid-head":
+        return head[: rng.randrange(len(head) - 1)], True
+    if kind == "stalled head":
+        return head[: rng.randrange(len(head) - 1)], False
+    if kind == "wrong accept":
+        return good_head(base64.b64encode(bytes(20))) + frame(TEXT, b"a[]"), False
+    # endless: more header lines than any client takes, past the link's 64 KiB
+    filler = b"".join(
+        b"X-Filler: %s\r\n" % (b"y" * rng.randrange(300, 900))
+        for _ in range(rng.randrange(130, 400))
+    )
+    return b"HTTP/1.1 101 Switching Protocols\r\n" + headers + filler, False
+
+
+async def play_upgrade(seed: int) -> None:
+    """Run upgrade script ``seed``: the link refuses every answer that is not a good 101
+    with the error its kind calls for, whatever reads the answer is cut into, and waits
+    (the connect timeout's business) for a head that has not ended."""
+    rng = random.Random(seed)
+    kind = rng.choice(UPGRADE_KINDS)
+    client, server = trio.testing.lockstep_stream_pair()
+    outcome: list[BaseException | None] = []
+    answer: list[bytes] = []
+
+    async def serve_answer() -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += await server.receive_some(65536)
+        data, then_eof = upgrade_answer(kind, rng, request)
+        answer.append(data)
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            for chunk in chunks(rng, data):
+                await server.send_all(chunk)
+                await trio.sleep(0.001)
+            if then_eof:
+                await server.send_eof()
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_answer)
+        with trio.move_on_after(30):
+            try:
+                await SansIOWebSocketLink.open(
+                    nursery,
+                    client,
+                    "example.test",
+                    "/v1/websocket",
+                    max_message_size=MAX_SIZE,
+                    message_queue_size=1,
+                    receive_buffer_size=65536,
+                )
+                outcome.append(None)
+            except InvalidHandshake as exc:
+                outcome.append(exc)
+        nursery.cancel_scope.cancel()
+    what = f"seed {seed}, {kind!r}"
+    if kind == "stalled head":
+        assert outcome == [], what  # still waiting: the connect timeout ends it
+        return
+    assert len(outcome) == 1, what
+    error = outcome[0]
+    assert error is not None, what  # never a link on a bad answer
+    mapped = classify_connect_error(error)
+    if kind.startswith("refused"):
+        assert isinstance(error, InvalidStatus), what
+        head, _, body = answer[0].partition(b"\r\n\r\n")
+        assert error.response.status_code == int(head.split()[1]), what
+        assert error.response.body == body, what
+        assert isinstance(mapped, HandshakeRejected), what
+    else:
+        assert not isinstance(error, InvalidStatus), what
+        assert isinstance(mapped, ConnectionRefused), what
+
+
+@pytest.mark.parametrize("seed", UPGRADE_SEEDS)
+async def test_generated_upgrade_answers(seed: int, autojump_clock: trio.testing.MockClock) -> None:
+    await play_upgrade(seed)
+
+
+@pytest.mark.soak
+def test_soak_generated_upgrade_answers() -> None:
+    for seed in SOAK_UPGRADE_SEEDS:
+        trio.run(play_upgrade, seed, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_the_upgrade_generator_covers_every_kind() -> None:
+    kinds = {random.Random(seed).choice(UPGRADE_KINDS) for seed in UPGRADE_SEEDS}
+    assert kinds == set(UPGRADE_KINDS)
