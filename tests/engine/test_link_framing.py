@@ -12,6 +12,9 @@ from the RFC, not from either parser: every message in order (text as ``str``, t
 not UTF-8 and binary as ``bytes``, fragments joined), a pong for every ping with its payload,
 and how it ends (the server's close code; 1002 for a protocol violation; 1009 for a message
 over the limit; 1006 for EOF). The soak profile runs 5,000 scripts.
+
+The upgrade is generated the same way: refusals, garbage, heads cut short, endless or stalled,
+a wrong accept key, each cut into random reads (60 scripts a run, 2,000 in soak).
 """
 
 from __future__ import annotations
@@ -236,6 +239,19 @@ def client_frames(data: bytes) -> list[tuple[int, bytes]]:
     return frames
 
 
+async def open_link(nursery: trio.Nursery, client: trio.abc.Stream) -> SansIOWebSocketLink:
+    """The link under test, upgraded over ``client``, with this file's size limit."""
+    return await SansIOWebSocketLink.open(
+        nursery,
+        client,
+        "example.test",
+        "/v1/websocket",
+        max_message_size=MAX_SIZE,
+        message_queue_size=1,
+        receive_buffer_size=65536,
+    )
+
+
 async def play(seed: int) -> None:
     """Run script ``seed`` against the link and check everything the RFC says of it."""
     script = generate(seed)
@@ -246,15 +262,7 @@ async def play(seed: int) -> None:
     code: int | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(serve, server, script, rng, heard)
-        link = await SansIOWebSocketLink.open(
-            nursery,
-            client,
-            "example.test",
-            "/v1/websocket",
-            max_message_size=MAX_SIZE,
-            message_queue_size=1,
-            receive_buffer_size=65536,
-        )
+        link = await open_link(nursery, client)
         with trio.move_on_after(30):  # a script that stays open: read all it sends
             try:
                 while True:
@@ -276,9 +284,10 @@ async def test_generated_server_streams(seed: int, autojump_clock: trio.testing.
 
 
 @pytest.mark.soak
-def test_soak_generated_server_streams() -> None:
-    for seed in SOAK_SEEDS:
-        trio.run(play, seed, clock=trio.testing.MockClock(autojump_threshold=0))
+def test_soak_generated_server_streams_and_upgrades() -> None:
+    for player, seeds in ((play, SOAK_SEEDS), (play_upgrade, SOAK_UPGRADE_SEEDS)):
+        for seed in seeds:
+            trio.run(player, seed, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 def test_the_generator_covers_every_ending() -> None:
@@ -391,15 +400,7 @@ async def play_upgrade(seed: int) -> None:
         nursery.start_soon(serve_answer)
         with trio.move_on_after(30):
             try:
-                await SansIOWebSocketLink.open(
-                    nursery,
-                    client,
-                    "example.test",
-                    "/v1/websocket",
-                    max_message_size=MAX_SIZE,
-                    message_queue_size=1,
-                    receive_buffer_size=65536,
-                )
+                await open_link(nursery, client)
                 outcome.append(None)
             except InvalidHandshake as exc:
                 outcome.append(exc)
@@ -426,12 +427,6 @@ async def play_upgrade(seed: int) -> None:
 @pytest.mark.parametrize("seed", UPGRADE_SEEDS)
 async def test_generated_upgrade_answers(seed: int, autojump_clock: trio.testing.MockClock) -> None:
     await play_upgrade(seed)
-
-
-@pytest.mark.soak
-def test_soak_generated_upgrade_answers() -> None:
-    for seed in SOAK_UPGRADE_SEEDS:
-        trio.run(play_upgrade, seed, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 def test_the_upgrade_generator_covers_every_kind() -> None:
