@@ -18,16 +18,20 @@ What :class:`CollectorDiscipline` does, when enabled (``EngineConfig.gc_discipli
   and freezing parks each connection's short-lived cyclic garbage until a full collection
   (measured: 60,000 to 198,000 live objects over 1,100 reconnects when every snapshot was
   frozen, 50,000 to 62,000 when none was);
-- the first time the engine goes live, whatever the snapshot's size, ``gc.freeze()`` runs
-  too (it walks nothing: it moves the generations' lists). A process that has just
-  imported and built everything holds tens of thousands of young objects, and left alone
-  the collector walks them in its next generation-1 collections and then a full one, while
-  events stream: measured at 5,000 events/s on loopback, a 0.25-0.8 ms generation-1 pause
-  and sometimes a 15 ms full one within the first seconds, which set the p99.9 of a short
-  run. Frozen, they are not walked; later generation-1 collections take 0.06-0.12 ms. They
-  are given back when that first connection ends, without the full collection below
-  (they are the process's own objects, not a snapshot's garbage; the next full
-  collection the collector runs of itself walks them);
+- the first time an engine in the process goes live, whatever the snapshot's size,
+  ``gc.freeze()`` runs too (it walks nothing: it moves the generations' lists). A process
+  that has just imported and built everything holds tens of thousands of young objects, and
+  left alone the collector walks them in its next generation-1 collections and then a full
+  one, while events stream: measured at 5,000 events/s on loopback, a 0.25-0.8 ms
+  generation-1 pause and sometimes a 15 ms full one within the first seconds, which set the
+  p99.9 of a short run. Frozen, they are not walked; later generation-1 collections take
+  0.06-0.12 ms. They are given back when that first connection ends, without the full
+  collection below (they are the process's own objects, not a snapshot's garbage). Once
+  per process, not per engine: ``gc.unfreeze()`` puts what it gives back in the oldest
+  generation without counting it towards the next full collection, so a process that
+  opened engine after engine, each freezing at its start, parked every one's young garbage
+  there out of the collector's sight (the hostile soak, an engine a script: 1,500 objects
+  and 0.2 MB more a script, 2.3 GB after about 9,000);
 - when a connection whose snapshot was large ends, ``gc.unfreeze()`` gives those objects
   back and one full collection runs then, while the socket is down and no data flows on it,
   so cyclic garbage that was alive at the freeze is freed (nothing accumulates across
@@ -61,39 +65,35 @@ LARGE_FRAME = 1 << 20
 _NOTHING: AbstractContextManager[None] = nullcontext()
 
 
-class _Freeze:
-    """Which sockets hold the process's ``gc.freeze()``, and whether a large snapshot is
-    among what they froze. One per process, as the collector is."""
+class ProcessFreeze:
+    """Which sockets hold the process's ``gc.freeze()``, whether a large snapshot is among
+    what they froze, and whether an engine of the process has gone live before. One per
+    process (:data:`process_freeze`), as the collector is; a test that needs a process
+    where no engine has gone live yet puts a new one there."""
 
     def __init__(self) -> None:
         #: Weak: a socket that is gone without ending its connection (an engine that was
         #: never closed) stops holding the freeze when it is collected.
         self.holders: weakref.WeakSet[SocketCollector] = weakref.WeakSet()
         self.large = False
+        #: A snapshot was applied before: the start-up's objects were frozen then.
+        self.started = False
 
 
-_FREEZE = _Freeze()
+#: The process's freeze (see :class:`ProcessFreeze`).
+process_freeze = ProcessFreeze()
 
 
 class CollectorDiscipline:
-    """An engine's collector settings around snapshots (see the module docstring): whether
-    the discipline is on, and whether the engine has gone live before. Its sockets each take
-    a :meth:`for_socket` handle."""
+    """An engine's collector setting (see the module docstring): whether the discipline is
+    on. Its sockets each take a :meth:`for_socket` handle."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        #: A snapshot was applied before: the start-up's objects were frozen then.
-        self._started = False
 
     def for_socket(self) -> SocketCollector:
         """The handle one socket's loop calls around its reads, snapshots and endings."""
         return SocketCollector(self)
-
-    def first_snapshot(self) -> bool:
-        """Whether this is the engine's first snapshot (the start-up's objects are frozen
-        with it); from now on, no longer."""
-        first, self._started = not self._started, True
-        return first
 
 
 class SocketCollector:
@@ -128,26 +128,27 @@ class SocketCollector:
         """A snapshot is in the store and events start to stream: keep later collections
         off it if it was large, and off the start-up's objects the first time (see the
         module docstring); this socket holds the freeze until its connection ends."""
-        discipline = self._discipline
-        if not discipline.enabled:
+        if not self._discipline.enabled:
             return
-        first = discipline.first_snapshot()
+        state = process_freeze
+        first, state.started = not state.started, True
         if self._large_frame_seen or first:
             gc.freeze()
-            _FREEZE.holders.add(self)
-            _FREEZE.large = _FREEZE.large or self._large_frame_seen
+            state.holders.add(self)
+            state.large = state.large or self._large_frame_seen
 
     def connection_ended(self) -> None:
         """This socket's connection is down: when it was the last to hold the freeze, give
         the frozen objects back, and after a large snapshot free the cyclic garbage among
         them at once."""
         self._large_frame_seen = False
-        if self not in _FREEZE.holders:
+        state = process_freeze
+        if self not in state.holders:
             return
-        _FREEZE.holders.discard(self)
-        if _FREEZE.holders:
+        state.holders.discard(self)
+        if state.holders:
             return  # another socket still streams on what was frozen
-        large, _FREEZE.large = _FREEZE.large, False
+        large, state.large = state.large, False
         if gc.get_freeze_count():
             gc.unfreeze()
             if large:
